@@ -1,0 +1,13 @@
+"""cnnlearn: convolutional networks built from scratch, counted, verified and trained.
+
+The public API the book's chapters use; see each module for the details.
+"""
+from .budget import by_budget, get_budget, get_device, seed_everything, setup
+from .measure import (
+    conv2d_macs, conv2d_output_size, conv2d_params, conv_transpose2d_macs,
+    conv_transpose2d_output_size, conv_transpose2d_params, count_macs, count_params,
+    latency, linear_params, peak_memory, receptive_field, summary,
+)
+from .models import create_model, list_models, register_model
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""Atomic writes and validated reads for checkpoints and caches.
+
+A file is written next to its destination under a temporary name, flushed to disk and
+renamed over the destination in one step (``os.replace``), so a crash or a full disk
+never leaves a half-written checkpoint or cache behind. Reads use
+``torch.load(weights_only=True)``, which refuses to run code stored in a file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["atomic_save", "safe_load", "CorruptFileError"]
+
+
+class CorruptFileError(RuntimeError):
+    """A checkpoint or cache file exists but cannot be read or fails validation."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically; creates the parent folder. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike, required_keys: tuple[str, ...] = ()) -> dict:
+    """Load a dict saved by :func:`atomic_save`, with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CorruptFileError: the file is unreadable, not a dict, or lacks a required key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, unsafe pickle: all mean "corrupt"
+        raise CorruptFileError(f"{path} is corrupt or not a cnnlearn file ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path} holds a {type(obj).__name__}, expected a dict")
+    missing = [k for k in required_keys if k not in obj]
+    if missing:
+        raise CorruptFileError(f"{path} lacks {', '.join(missing)}; delete it to rebuild it")
+    return obj

@@ -1,0 +1,91 @@
+"""AlexNet, and the small AlexNet-style network that chapter 1 trains on CIFAR-10.
+
+Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep Convolutional Neural
+Networks", NeurIPS 2012. The ImageNet version follows torchvision's single-GPU variant
+(64/192/384/256/256 filters, from Krizhevsky's "One weird trick", arXiv:1404.5997), so
+its weights can be copied from ``torchvision.models.alexnet`` and the outputs compared.
+
+The CIFAR version keeps AlexNet's pattern (five convolutions, three max-poolings, a
+dropout-regularised fully connected head) with the channel widths of the course notes'
+version (48/128/192/192/128: one of the two GPUs' halves of the original 96/256/384/
+384/256) and kernels sized for 32x32 images.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from . import register_model
+from .layers import check_positive
+
+__all__ = ["AlexNet", "alexnet", "alexnet_cifar"]
+
+
+class AlexNet(nn.Module):
+    """AlexNet's anatomy: ``stem`` (conv1) -> ``stages`` (conv2, conv3-5) -> ``head``.
+
+    Args:
+        widths: output channels of the five convolutions.
+        kernels: kernel sizes of the five convolutions.
+        stem_stride: stride of the first convolution (4 on ImageNet, 1 on CIFAR).
+        pool_size: the spatial size the features are pooled to before the head.
+        hidden: width of the two hidden fully connected layers.
+        num_classes: classes predicted by the head.
+        dropout: dropout probability before each hidden fully connected layer.
+    """
+
+    def __init__(
+        self, widths: Sequence[int], kernels: Sequence[int], stem_stride: int,
+        pool_size: int, hidden: int, num_classes: int, dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 5 or len(kernels) != 5:
+            raise ValueError(f"AlexNet has five convolutions: got {len(widths)} widths and {len(kernels)} kernels")
+        check_positive(num_classes=num_classes, hidden=hidden, pool_size=pool_size, **{f"widths[{i}]": w for i, w in enumerate(widths)})
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        c1, c2, c3, c4, c5 = widths
+        k1, k2, k3, k4, k5 = kernels
+        pool = lambda: nn.MaxPool2d(kernel_size=3, stride=2)  # overlapping pooling (Sec. 3.4)
+        pad1 = 2 if stem_stride > 1 else k1 // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, c1, k1, stride=stem_stride, padding=pad1), nn.ReLU(inplace=True), pool())
+        self.stages = nn.Sequential()
+        self.stages.add_module("stage1", nn.Sequential(
+            nn.Conv2d(c1, c2, k2, padding=k2 // 2), nn.ReLU(inplace=True), pool()))
+        self.stages.add_module("stage2", nn.Sequential(
+            nn.Conv2d(c2, c3, k3, padding=k3 // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, k4, padding=k4 // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c5, k5, padding=k5 // 2), nn.ReLU(inplace=True), pool()))
+        # Adaptive pooling fixes the head's input size whatever the image size.
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.head = nn.Sequential(
+            nn.Flatten(),  # (B, c5, p, p) -> (B, c5*p*p)
+            nn.Dropout(dropout), nn.Linear(c5 * pool_size * pool_size, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"AlexNet expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        return self.head(self.forward_features(x))
+
+
+@register_model
+def alexnet(num_classes: int = 1000, dropout: float = 0.5) -> AlexNet:
+    """AlexNet for 224x224 ImageNet images; 61,100,840 parameters, as torchvision's."""
+    return AlexNet((64, 192, 384, 256, 256), (11, 5, 3, 3, 3), stem_stride=4, pool_size=6,
+                   hidden=4096, num_classes=num_classes, dropout=dropout)
+
+
+@register_model
+def alexnet_cifar(num_classes: int = 10, widths: Sequence[int] = (48, 128, 192, 192, 128),
+                  hidden: int = 512, dropout: float = 0.5) -> AlexNet:
+    """AlexNet-style network for 32x32 images (chapter 1): 32 -> 15 -> 7 -> 3 spatially."""
+    return AlexNet(widths, (5, 5, 3, 3, 3), stem_stride=1, pool_size=3, hidden=hidden,
+                   num_classes=num_classes, dropout=dropout)
