@@ -11,3 +11,7 @@ from .measure import (
 from .models import create_model, list_models, register_model
 
 __version__ = "0.1.0"
+from .check import check, list_exercises
+from .data import DataNotFoundError, balanced_subset, load_data, load_images
+from .train import History, TrainConfig, evaluate, fit, predict
+from .viz import glue, plot_history, show_feature_maps, show_source

@@ -1,0 +1,496 @@
+"""Datasets as whole tensors on the training device, and a loader that augments on it.
+
+CIFAR-10 is 50,000 images of 3x32x32 bytes: 150 MB as uint8, small enough to keep on a
+GPU (or in RAM) for the whole run. Decoding JPEGs or unpickling batches once, then
+cropping and flipping whole batches with tensor ops, removes the per-image Python work
+of a ``Dataset`` + ``DataLoader`` pipeline (see ``benchmarks/bench_loader.py``).
+
+Where the data comes from, in order:
+
+1. ``$CNNLEARN_DATA``: a folder holding torchvision's ``cifar-10-batches-py``, or an
+   image-folder tree ``{train,test}/<class>/*.jpg`` (e.g. ``cifar10-jpeg/``), or
+   Fashion-MNIST's IDX files (``fashion-mnist/``, gzip-compressed or not).
+   Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/fashion-mnist``) is
+   looked at too.
+2. The user cache (``$CNNLEARN_CACHE``, else ``$XDG_CACHE_HOME/cnnlearn``, else
+   ``~/.cache/cnnlearn``), where earlier downloads live.
+3. A torchvision download into that cache.
+
+Whatever the source, the decoded uint8 tensors are cached once in the user cache,
+validated when read, rebuilt when corrupt, and written atomically.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._io import CorruptFileError, atomic_save, safe_load
+from .budget import get_device
+
+__all__ = [
+    "DATASETS", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "DataNotFoundError", "ImageSet",
+    "Data", "DeviceLoader", "load_images", "load_data", "balanced_subset", "cache_dir",
+    "random_crop", "random_flip",
+]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    classes: tuple[str, ...]
+    shape: tuple[int, int, int]  # (C, H, W) of one image
+    sizes: dict  # images per split
+    mean: tuple[float, ...]  # per-channel mean of the training images, in [0, 1]
+    std: tuple[float, ...]  # per-channel standard deviation of the training images
+    pad: int  # padding of the random-crop augmentation
+    flip: bool  # whether horizontal flips preserve the label's meaning
+
+
+DATASETS = {
+    # Statistics of the original training sets (torchvision's CIFAR-10 and Fashion-MNIST).
+    "cifar10": _Spec(CIFAR10_CLASSES, (3, 32, 32), {"train": 50_000, "test": 10_000},
+                     (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=4, flip=True),
+    "fashion_mnist": _Spec(FASHION_MNIST_CLASSES, (1, 28, 28), {"train": 60_000, "test": 10_000},
+                           (0.2860,), (0.3530,), pad=2, flip=True),
+}
+_FORMAT_VERSION = 1
+_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No copy of a dataset was found and none could be downloaded."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split of a dataset, decoded: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    source: str  # where it was read from, for the record
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def cache_dir() -> Path:
+    """The user cache: ``$CNNLEARN_CACHE``, ``$XDG_CACHE_HOME/cnnlearn`` or ``~/.cache/cnnlearn``."""
+    if os.environ.get("CNNLEARN_CACHE"):
+        return Path(os.environ["CNNLEARN_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "cnnlearn"
+
+
+# --------------------------------------------------------------------------- readers
+# Each reader takes a folder and a split and returns (images uint8 NCHW, labels int64),
+# or None when the folder does not hold that format.
+
+
+def _read_cifar_pickle(folder: Path, split: str):
+    if not (folder / "cifar-10-batches-py" / "data_batch_1").is_file():
+        return None
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10(str(folder), train=split == "train", download=False)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _read_image_folder(folder: Path, split: str, spec: _Spec):
+    root = folder / split
+    if not root.is_dir() or not any(p.is_dir() for p in root.iterdir()):
+        return None
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    listing = ImageFolder(str(root), loader=lambda p: p)  # lists files; we decode in bulk below
+    if tuple(listing.classes) != spec.classes and [c.lower() for c in listing.classes] != [c.lower() for c in spec.classes]:
+        raise DataNotFoundError(
+            f"{root} has class folders {listing.classes}, expected {list(spec.classes)}: "
+            f"point CNNLEARN_DATA at a copy of the right dataset")
+    mode = ImageReadMode.RGB if spec.shape[0] == 3 else ImageReadMode.GRAY
+    images = torch.empty((len(listing.samples), *spec.shape), dtype=torch.uint8)
+    for i, (path, _) in enumerate(listing.samples):
+        try:
+            img = decode_image(read_file(path), mode=mode)
+        except RuntimeError as e:
+            raise CorruptFileError(f"cannot decode image {path}: {e}; replace or delete the file") from e
+        if tuple(img.shape) != spec.shape:
+            raise CorruptFileError(f"image {path} has shape {tuple(img.shape)}, expected {spec.shape}")
+        images[i] = img
+    return images, torch.tensor(listing.targets, dtype=torch.int64)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    # IDX header: two zero bytes, a type code (0x08 = uint8), the number of dimensions,
+    # then one big-endian int32 per dimension.
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise CorruptFileError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise CorruptFileError(f"{path} is truncated: {data.size} bytes for dimensions {dims.tolist()}")
+    return data.reshape(dims)
+
+
+def _read_fashion_idx(folder: Path, split: str):
+    prefix = "train" if split == "train" else "t10k"
+    for sub in (folder, folder / "FashionMNIST" / "raw"):
+        found = {}
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            for name in (f"{prefix}-{kind}.gz", f"{prefix}-{kind}"):
+                if (sub / name).is_file():
+                    found[kind] = sub / name
+                    break
+        if len(found) == 2:
+            images = torch.from_numpy(_read_idx(found["images-idx3-ubyte"]).copy()).unsqueeze(1)  # (N, 1, 28, 28)
+            labels = torch.from_numpy(_read_idx(found["labels-idx1-ubyte"]).astype(np.int64))
+            return images, labels
+    return None
+
+
+def _candidates(name: str) -> list[Path]:
+    """Folders to look in, in order (see the module docstring)."""
+    out: list[Path] = []
+    if os.environ.get("CNNLEARN_DATA"):
+        root = Path(os.environ["CNNLEARN_DATA"]).expanduser()
+        sub = ("cifar10-jpeg", "cifar10", "cifar-10") if name == "cifar10" else ("fashion-mnist", "fashion_mnist")
+        out += [root / s for s in sub] + [root]
+    if name == "fashion_mnist":
+        out.append(_DEBIAN_FASHION)
+    out.append(cache_dir() / "downloads" / name)
+    return out
+
+
+def _read_raw(name: str, folder: Path, split: str):
+    spec = DATASETS[name]
+    if not folder.is_dir():
+        return None
+    if name == "cifar10":
+        return _read_cifar_pickle(folder, split) or _read_image_folder(folder, split, spec)
+    return _read_fashion_idx(folder, split) or _read_image_folder(folder, split, spec)
+
+
+def _download(name: str, split: str) -> Path:
+    """Download through torchvision into the user cache; return the folder."""
+    from torchvision import datasets
+
+    folder = cache_dir() / "downloads" / name
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.FashionMNIST
+    cls(str(folder), train=split == "train", download=True)
+    if name == "fashion_mnist":
+        folder = folder / "FashionMNIST" / "raw"
+    return folder
+
+
+# --------------------------------------------------------------------------- decoded cache
+
+
+def _fingerprint(folder: Path) -> str:
+    """Identifies a source folder (path and modification time) for the decoded cache."""
+    stat = folder.stat()
+    return hashlib.sha256(f"{folder.resolve()}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _validate(obj: dict, name: str, split: str) -> None:
+    spec = DATASETS[name]
+    images, labels = obj["images"], obj["labels"]
+    n = spec.sizes[split]
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+            and tuple(images.shape) == (n, *spec.shape)):
+        raise CorruptFileError(f"cached {name}/{split} images have the wrong shape or type")
+    if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.shape == (n,)):
+        raise CorruptFileError(f"cached {name}/{split} labels have the wrong shape or type")
+    if int(labels.min()) < 0 or int(labels.max()) >= len(spec.classes):
+        raise CorruptFileError(f"cached {name}/{split} labels are out of range")
+    # A cheap checksum over every byte catches bit rot and partial overwrites.
+    if obj["checksum"] != _checksum(images, labels):
+        raise CorruptFileError(f"cached {name}/{split} fails its checksum")
+
+
+def _checksum(images: torch.Tensor, labels: torch.Tensor) -> int:
+    weights = torch.arange(1, images.shape[0] + 1, dtype=torch.int64)
+    per_image = images.reshape(images.shape[0], -1).sum(1, dtype=torch.int64)
+    return int((per_image * weights).sum()) * 31 + int((labels * weights).sum())
+
+
+def load_images(name: str, split: str = "train") -> ImageSet:
+    """Decode one split of a dataset into uint8 tensors on the CPU (cached).
+
+    Args:
+        name: ``"cifar10"`` or ``"fashion_mnist"``.
+        split: ``"train"`` or ``"test"``.
+
+    Raises:
+        DataNotFoundError: no copy was found and the download failed (e.g. offline);
+            the message says where it looked and how to provide the data.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    spec = DATASETS[name]
+    looked: list[str] = []
+    for folder in _candidates(name):
+        looked.append(str(folder))
+        if folder.is_dir():
+            cached = _load_cached(name, split, folder)
+            if cached is not None:
+                return cached
+            raw = _read_raw(name, folder, split)
+            if raw is not None:
+                return _store(name, split, folder, *raw)
+    try:
+        folder = _download(name, split)
+    except Exception as e:  # offline: URLError, socket errors, HTTP errors, bad checksums
+        raise DataNotFoundError(
+            f"{name} ({split}) was not found and could not be downloaded ({type(e).__name__}: {e}).\n"
+            f"Looked in: {'; '.join(looked)}.\n"
+            f"Fix: connect to the internet once (torchvision downloads it into {cache_dir()}), or set "
+            f"CNNLEARN_DATA to a folder holding "
+            + ("'cifar-10-batches-py' or an image-folder tree {train,test}/<class>/*.jpg"
+               if name == "cifar10" else "Fashion-MNIST's four IDX files (.gz or not)")
+            + "."
+        ) from None
+    raw = _read_raw(name, folder, split)
+    if raw is None:
+        raise DataNotFoundError(f"the download into {folder} did not produce readable {name} files")
+    return _store(name, split, folder, *raw)
+
+
+def _cache_file(name: str, split: str, folder: Path) -> Path:
+    return cache_dir() / "decoded" / f"{name}-{split}-{_fingerprint(folder)}.pt"
+
+
+def _load_cached(name: str, split: str, folder: Path) -> ImageSet | None:
+    path = _cache_file(name, split, folder)
+    if not path.is_file():
+        return None
+    try:
+        obj = safe_load(path, ("images", "labels", "checksum", "version", "source"))
+        if obj["version"] != _FORMAT_VERSION:
+            raise CorruptFileError(f"{path} has format version {obj['version']}")
+        _validate(obj, name, split)
+    except CorruptFileError as e:
+        warnings.warn(f"{e}; rebuilding the cache from {folder}", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+    return ImageSet(obj["images"], obj["labels"], DATASETS[name].classes, obj["source"])
+
+
+def _store(name: str, split: str, folder: Path, images: torch.Tensor, labels: torch.Tensor) -> ImageSet:
+    spec = DATASETS[name]
+    if len(images) != spec.sizes[split]:
+        raise DataNotFoundError(
+            f"{folder} holds {len(images)} {split} images of {name}, expected {spec.sizes[split]}: "
+            f"the copy is incomplete")
+    obj = {"images": images, "labels": labels, "checksum": _checksum(images, labels),
+           "version": _FORMAT_VERSION, "source": str(folder)}
+    _validate(obj, name, split)
+    try:
+        atomic_save(obj, _cache_file(name, split, folder))
+    except OSError as e:  # a read-only home still works, just without the cache
+        warnings.warn(f"could not write the decoded cache ({e}); continuing without it", stacklevel=3)
+    return ImageSet(images, labels, spec.classes, str(folder))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crops of a whole batch after zero padding by ``pad`` pixels on each side.
+
+    One gather does it for every image at once: each image gets its own offset.
+    ``(B, C, H, W) -> (B, C, H, W)``; works on any device and dtype.
+    """
+    if pad == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=generator).to(x.device, non_blocking=True)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image of a batch left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.to(x.device, non_blocking=True)[:, None, None, None], x.flip(3), x)
+
+
+def balanced_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` examples of every class, chosen by a seeded generator, sorted."""
+    if per_class <= 0:
+        raise ValueError(f"per_class must be positive, got {per_class}")
+    g = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    picks = []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().squeeze(1)
+        if per_class > len(idx):
+            raise ValueError(f"per_class={per_class} but class {c} has only {len(idx)} examples")
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+# --------------------------------------------------------------------------- the loader
+
+
+class DeviceLoader:
+    """Mini-batches from uint8 tensors that already live on the device.
+
+    Each pass over the data (an epoch) draws its order and augmentations from a
+    generator seeded with ``(seed, epoch)``, so a run is reproducible and a resumed
+    run sees exactly the batches the uninterrupted run would have seen.
+
+    Args:
+        images: (N, C, H, W) uint8 tensor on the device.
+        labels: (N,) int64 tensor on the device.
+        batch_size: images per batch.
+        mean: per-channel mean in [0, 1] used for normalisation.
+        std: per-channel standard deviation.
+        shuffle: draw a new order every epoch.
+        augment: random crop (with ``pad`` pixels of padding) and, if ``flip``, left-right flips.
+        seed: seeds order and augmentation.
+        drop_last: drop the last incomplete batch (keeps BatchNorm statistics stable).
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: Sequence[float],
+        std: Sequence[float], *, shuffle: bool = False, augment: bool = False, pad: int = 4,
+        flip: bool = True, seed: int = 0, drop_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+            raise ValueError(f"mean and std need one value per channel ({images.shape[1]})")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.pad, self.flip, self.seed, self.drop_last = pad, flip, seed, drop_last
+        self.epoch = 0
+        self.device = images.device
+        # Normalisation as one multiply-add on the uint8 values: x/255 -> (x/255 - mean)/std.
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device)[None, :, None, None]
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device)[None, :, None, None]
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = -mean_t / std_t
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images on the device -> normalised float32."""
+        return x.float() * self._scale + self._shift
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`normalize`, to floats in [0, 1] for display."""
+        return ((x - self._shift) / self._scale / 255.0).clamp(0, 1)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.device, non_blocking=True)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x, y = self.images[idx], self.labels[idx]  # (B, C, H, W) uint8, (B,)
+            if self.augment:
+                x = random_crop(x, self.pad, g)
+                if self.flip:
+                    x = random_flip(x, g)
+            yield self.normalize(x), y
+        self.epoch += 1
+
+
+@dataclass
+class Data:
+    """A dataset ready for training: a shuffled, augmented ``train`` loader and a plain ``test`` loader."""
+
+    name: str
+    train: DeviceLoader
+    test: DeviceLoader
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str = field(default="")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+    def __repr__(self) -> str:
+        return (f"Data({self.name}: {self.train.num_samples} train / {self.test.num_samples} test images "
+                f"of shape {self.image_shape}, {len(self.classes)} classes, on {self.train.device}, from {self.source})")
+
+
+def load_data(
+    name: str = "cifar10", *, device: str | torch.device | None = None, batch_size: int = 256,
+    train_per_class: int | None = None, test_per_class: int | None = None,
+    augment: bool = True, seed: int = 0,
+) -> Data:
+    """Load a dataset onto the training device with its loaders.
+
+    Args:
+        name: ``"cifar10"`` or ``"fashion_mnist"``.
+        device: where the images live and batches are made (default: :func:`get_device`).
+        batch_size: training batch size (the test loader uses twice this: no gradients).
+        train_per_class: keep this many training images per class (balanced subset), or all.
+        test_per_class: likewise for the test split.
+        augment: random crop with padding and left-right flips on the training batches.
+        seed: seeds the subset choice, the batch order and the augmentation.
+
+    Returns:
+        A :class:`Data` with ``train`` and ``test`` :class:`DeviceLoader` s.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    device = get_device(device)
+    loaders = []
+    sources = []
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        ds = load_images(name, split)
+        images, labels = ds.images, ds.labels
+        if per_class is not None:
+            idx = balanced_subset(labels, per_class, seed)
+            images, labels = images[idx], labels[idx]
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        train = split == "train"
+        loaders.append(DeviceLoader(
+            images, labels, batch_size if train else 2 * batch_size, spec.mean, spec.std,
+            shuffle=train, augment=train and augment, pad=spec.pad, flip=spec.flip, seed=seed,
+            drop_last=train and len(labels) > batch_size))
+        sources.append(ds.source)
+    return Data(name, loaders[0], loaders[1], spec.classes, spec.mean, spec.std, source=sources[0])
