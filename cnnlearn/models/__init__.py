@@ -57,3 +57,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 # Importing the model modules fills the registry. Keep one import per family.
 from . import alexnet  # noqa: E402,F401
+from . import shufflenet  # noqa: E402,F401

@@ -20,7 +20,7 @@ import torch.nn as nn
 from . import register_model
 from .layers import check_positive
 
-__all__ = ["AlexNet", "alexnet", "alexnet_cifar"]
+__all__ = ["AlexNet", "alexnet", "alexnet_cifar", "load_torchvision_alexnet"]
 
 
 class AlexNet(nn.Module):
@@ -101,3 +101,39 @@ def alexnet_cifar(num_classes: int = 10, widths: Sequence[int] = (48, 128, 192, 
     """
     return AlexNet(widths, (5, 5, 3, 3, 3), stem_stride=1, pool_size=3, hidden=hidden,
                    num_classes=num_classes, dropout=dropout, norm_layer=norm_layer)
+
+
+# torchvision's AlexNet keeps its layers in two flat Sequentials; ours groups them
+# into stem/stages/head. The mapping names every layer that has weights.
+_TORCHVISION_NAMES = {
+    "features.0": "stem.0",
+    "features.3": "stages.stage1.0",
+    "features.6": "stages.stage2.0",
+    "features.8": "stages.stage2.2",
+    "features.10": "stages.stage2.4",
+    "classifier.1": "head.2",
+    "classifier.4": "head.5",
+    "classifier.6": "head.7",
+}
+
+
+def load_torchvision_alexnet(ours: AlexNet, theirs: nn.Module) -> AlexNet:
+    """Copy the weights of ``torchvision.models.alexnet()`` into our ``alexnet()``.
+
+    Every tensor is copied by an explicit name mapping and its shape is checked, so a
+    successful copy followed by equal outputs shows the two networks compute the same
+    function.
+    """
+    src = theirs.state_dict()
+    dst = ours.state_dict()
+    mapped = {}
+    for tv_prefix, our_prefix in _TORCHVISION_NAMES.items():
+        for kind in ("weight", "bias"):
+            a, b = f"{tv_prefix}.{kind}", f"{our_prefix}.{kind}"
+            if src[a].shape != dst[b].shape:
+                raise ValueError(f"shape mismatch: torchvision {a} {tuple(src[a].shape)} vs ours {b} {tuple(dst[b].shape)}")
+            mapped[b] = src[a]
+    if set(mapped) != set(dst) or len(mapped) != len(src):
+        raise ValueError("the name mapping does not cover every tensor of both models")
+    ours.load_state_dict(mapped)
+    return ours
