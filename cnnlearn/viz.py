@@ -39,8 +39,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> di
         names = [n for n in modules if n and n.count(".") < 2]
         raise ValueError(f"no layer named {unknown}; some names this model has: {names[:20]}")
     maps: dict[str, torch.Tensor] = {}
+    # Copy each output: on the CPU ``.cpu()`` returns the same storage, which a later
+    # in-place layer (``ReLU(inplace=True)``) would overwrite.
     hooks = [modules[n].register_forward_hook(
-        lambda _m, _inp, out, n=n: maps.__setitem__(n, out.detach().cpu())) for n in layers]
+        lambda _m, _inp, out, n=n: maps.__setitem__(n, out.detach().to("cpu", copy=True))) for n in layers]
     was_training = model.training
     model.eval()
     try:

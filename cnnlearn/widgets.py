@@ -59,9 +59,11 @@ def conv_explorer(size: int = 7):
     output size, parameters, MACs and which input pixels one output reads.
 
     Returns:
-        The ``ipywidgets.VBox``; display it (it is the last expression of a cell).
+        An ``ipywidgets.HBox`` (controls and numbers on the left, the drawing on the
+        right); display it (it is the last expression of a cell).
     """
     import ipywidgets as W
+    from IPython.display import display
 
     style = {"description_width": "110px"}
     controls = {
@@ -88,12 +90,13 @@ def conv_explorer(size: int = 7):
         out = report.pop("_out")
         numbers.value = "<br>".join(f"<b>{k}</b>: {v:,}" if isinstance(v, int) else f"<b>{k}</b>: {v}"
                                     for k, v in report.items())
+        fig, ax = plt.subplots(figsize=(3.6, 3.8))
+        _draw(ax, values["size"], values["kernel_size"], values["stride"], values["padding"],
+              values["dilation"], out)
+        plt.close(fig)  # shown once, inside the Output widget, not again by the inline backend
         with plot:
             plot.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(3.6, 3.8))
-            _draw(ax, values["size"], values["kernel_size"], values["stride"], values["padding"],
-                  values["dilation"], out)
-            plt.show()
+            display(fig)
 
     for c in controls.values():
         c.observe(update, names="value")

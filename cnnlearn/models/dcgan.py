@@ -73,7 +73,7 @@ class DCGANConfig:
         for name in ("image_size", "channels", "nz", "ngf", "ndf"):
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be an int, got {getattr(self, name)!r}")
-        self.start_and_doublings  # validates image_size
+        _ = self.start_and_doublings  # raises ValueError for an image_size no generator can draw
 
     @property
     def start_and_doublings(self) -> tuple[int, int]:

@@ -127,7 +127,7 @@ def shufflenet_v1_config(groups: int = 3, width_mult: float = 1.0) -> ShuffleNet
     Raises:
         ValueError: ``groups`` is not in Table 1, or ``width_mult`` is not positive.
     """
-    if groups not in V1_STAGE_CHANNELS:
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups not in V1_STAGE_CHANNELS:
         raise ValueError(
             f"groups={groups!r} is not a column of ShuffleNet v1's Table 1; "
             f"choose one of {sorted(V1_STAGE_CHANNELS)}")

@@ -1,0 +1,255 @@
+"""cnnlearn.train: configuration, schedules, a real (tiny) training run, exact resume,
+checkpoint validation, weight-decay groups, evaluation and prediction."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnlearn._io import CorruptFileError
+from cnnlearn.data import Data, DeviceLoader
+from cnnlearn.train import (
+    History, TrainConfig, _make_optimizer, _param_groups, evaluate, fit, lr_multiplier, predict,
+)
+
+NUM_CLASSES = 4
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def brightness_data(n_train: int = 64, n_test: int = 32, batch_size: int = 16, seed: int = 0,
+                    augment: bool = False) -> Data:
+    """Random 8x8 images whose class is their brightness (4 levels, with noise): learnable in
+    a few epochs by a tiny network, and not by chance. (Random crops pad with black, which
+    changes the brightness: the learning test goes without them, the resume test with them.)"""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        labels = torch.arange(n) % NUM_CLASSES
+        level = 40 + 55 * labels.float()  # 40, 95, 150, 205
+        noise = torch.randint(-30, 31, (n, 3, 8, 8), generator=g).float()
+        images = (level[:, None, None, None] + noise).clamp(0, 255).to(torch.uint8)
+        return images, labels
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    train = DeviceLoader(xtr, ytr, batch_size, MEAN, STD, shuffle=True, augment=augment, pad=1, seed=seed,
+                         drop_last=True)
+    test = DeviceLoader(xte, yte, 2 * batch_size, MEAN, STD)
+    return Data("brightness", train, test, tuple(str(c) for c in range(NUM_CLASSES)), MEAN, STD, source="synthetic")
+
+
+def tiny_net(seed: int = 0, dropout: float = 0.2) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8, NUM_CLASSES))
+
+
+# --------------------------------------------------------------------------- config and schedules
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs must be a positive int"),
+    ({"epochs": 2.5}, "epochs must be a positive int"),
+    ({"optimizer": "adam"}, "optimizer must be 'sgd' or 'adamw'"),
+    ({"schedule": "step"}, "schedule must be"),
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"weight_decay": -1e-4}, "weight_decay >= 0"),
+    ({"label_smoothing": 1.0}, "label_smoothing in"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+])
+def test_train_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_train_config_is_frozen():
+    with pytest.raises(AttributeError):
+        TrainConfig().lr = 1.0
+
+
+def test_onecycle_shape():
+    total = 200
+    m = [lr_multiplier("onecycle", s, total, 0) for s in range(total)]
+    assert m[0] == pytest.approx(1 / 25)
+    assert max(m) == pytest.approx(1.0) and m.index(max(m)) == 50  # the peak after 25% of the steps
+    assert all(a < b for a, b in zip(m[:50], m[1:51]))  # rising
+    assert all(a >= b for a, b in zip(m[50:], m[51:]))  # then falling
+    assert m[-1] < 1e-3 and lr_multiplier("onecycle", total, total, 0) == pytest.approx(0.0)
+
+
+def test_cosine_with_warmup_shape():
+    total, warmup = 100, 10
+    m = [lr_multiplier("cosine", s, total, warmup) for s in range(total + 1)]
+    assert m[0] == pytest.approx(0.1) and m[9] == pytest.approx(1.0)  # linear warm-up
+    assert m[10] == pytest.approx(1.0)
+    assert m[55] == pytest.approx(0.5)  # half way through the cosine
+    assert all(a >= b for a, b in zip(m[10:], m[11:]))
+    assert m[-1] == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier("cosine", 0, total, 0) == pytest.approx(1.0)  # no warm-up
+
+
+def test_constant_and_unknown_schedules():
+    assert {lr_multiplier("constant", s, 10, 2) for s in range(10)} == {1.0}
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_multiplier("linear", 0, 10, 0)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_learns_brightness():
+    data = brightness_data(n_train=128)
+    model = tiny_net()
+    _, acc_before = evaluate(model, data.test)
+    history = fit(model, data, TrainConfig(epochs=5, lr=0.2), progress=False)
+    assert history.epoch == [1, 2, 3, 4, 5]
+    assert all(len(v) == 5 for v in history.as_dict().values())
+    assert history.train_loss[-1] < 0.6 * history.train_loss[0]
+    assert history.test_acc[-1] >= 0.9 > acc_before + 0.3
+    assert history.final_test_acc == history.test_acc[-1]
+    assert history.lr[-1] < 1e-3  # one-cycle ends near zero
+    assert all(t > 0 for t in history.epoch_time)
+    assert "5 epochs" in repr(history)
+
+
+def test_fit_rejects_other_data():
+    with pytest.raises(ValueError, match="load_data"):
+        fit(tiny_net(), [(torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.int64))], progress=False)
+
+
+class _NaNLogits(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.linear(x.mean((2, 3))) * float("nan")
+
+
+def test_a_diverging_loss_stops_the_run():
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(_NaNLogits(), brightness_data(), TrainConfig(epochs=1), progress=False)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after_first_epoch(epoch, history):
+    if epoch == 1:
+        raise _Interrupt
+
+
+def test_resume_gives_the_same_run(tmp_path):
+    cfg = TrainConfig(epochs=3, lr=0.05, schedule="cosine", warmup_epochs=0.5)
+    full_model = tiny_net(seed=0)
+    full = fit(full_model, brightness_data(augment=True), cfg, checkpoint=tmp_path / "full.pt", progress=False)
+
+    interrupted = tmp_path / "interrupted.pt"
+    with pytest.raises(_Interrupt):
+        fit(tiny_net(seed=0), brightness_data(augment=True), cfg, checkpoint=interrupted, progress=False,
+            callback=_interrupt_after_first_epoch)
+    # A fresh process: new data loaders, a differently initialised model, other RNG state.
+    torch.manual_seed(123)
+    resumed_model = tiny_net(seed=99)
+    resumed = fit(resumed_model, brightness_data(augment=True), cfg, checkpoint=interrupted, progress=False)
+
+    for key, values in full.as_dict().items():
+        if key != "epoch_time":
+            assert resumed.as_dict()[key] == values, key
+    assert len(resumed.epoch_time) == 3
+    full_state, resumed_state = full_model.state_dict(), resumed_model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for k in full_state:
+        assert torch.equal(full_state[k], resumed_state[k]), k
+
+    # A finished run resumes to its end at once: nothing changes.
+    again = fit(resumed_model, brightness_data(augment=True), cfg, checkpoint=interrupted, progress=False)
+    assert again.test_acc == full.test_acc
+    assert all(torch.equal(v, full_state[k]) for k, v in resumed_model.state_dict().items())
+
+
+def test_checkpoint_with_another_config_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=1), checkpoint=path, progress=False)
+    with pytest.raises(CorruptFileError, match=r"different config \(changed: epochs, lr\)"):
+        fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=2, lr=0.2), checkpoint=path, progress=False)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"PK\x03\x04 half a zip file")
+    with pytest.raises(CorruptFileError, match="corrupt"):
+        fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=1), checkpoint=path, progress=False)
+    torch.save({"model": {}}, path)  # readable, but not a checkpoint
+    with pytest.raises(CorruptFileError, match="lacks"):
+        fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=1), checkpoint=path, progress=False)
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+def test_weight_decay_spares_biases_and_norm_parameters():
+    model = tiny_net()
+    conv, bn, linear = model[0], model[1], model[6]
+    decay, no_decay = _param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(conv.weight), id(linear.weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(conv.bias), id(bn.weight), id(bn.bias), id(linear.bias)}
+    for name in ("sgd", "adamw"):
+        opt = _make_optimizer(model, TrainConfig(optimizer=name, weight_decay=1e-3))
+        assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+    model[0].weight.requires_grad_(False)  # frozen parameters are left out
+    assert id(conv.weight) not in {id(p) for p in _param_groups(model, 5e-4)[0]["params"]}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Asymmetric(nn.Module):
+    """Logits that depend on the left-right order of the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3 * 8 * 8, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def test_predict_shapes_and_order():
+    data = brightness_data(n_test=40)
+    model = _Asymmetric().train()
+    logits, labels = predict(model, data.test)
+    assert logits.shape == (40, NUM_CLASSES) and logits.dtype == torch.float32 and logits.device.type == "cpu"
+    assert torch.equal(labels, data.test.labels)  # the test loader keeps the order
+    assert model.training  # the mode is restored
+
+
+def test_evaluate_with_tta_flip():
+    data = brightness_data(n_test=40)
+    model = _Asymmetric()
+    x = data.test.normalize(data.test.images)
+    with torch.no_grad():
+        plain, flipped = model(x), model(x.flip(3))
+    logits, _ = predict(model, data.test, tta_flip=True)
+    torch.testing.assert_close(logits, (plain + flipped) / 2)
+    assert not torch.allclose(logits, plain)
+    loss, acc = evaluate(model, data.test, tta_flip=True)
+    y = data.test.labels
+    assert loss == pytest.approx(F.cross_entropy((plain + flipped) / 2, y).item(), rel=1e-5)
+    assert acc == pytest.approx(((plain + flipped).argmax(1) == y).float().mean().item())
+    loss_plain, _ = evaluate(model, data.test)
+    assert loss_plain == pytest.approx(F.cross_entropy(plain, y).item(), rel=1e-5)
+    assert not math.isclose(loss, loss_plain)
+
+
+def test_history_repr_and_empty():
+    h = History()
+    assert repr(h) == "History(empty)" and math.isnan(h.final_test_acc)
+    h.append(epoch=1, train_loss=1.0, train_acc=0.5, test_loss=1.1, test_acc=0.25, lr=0.1, epoch_time=2.0)
+    assert h.final_test_acc == 0.25 and "25.00%" in repr(h)
