@@ -85,6 +85,7 @@ def run(budget: str, chapter: str | None, timeout: int) -> None:
         nb = nbformat.read(path, as_version=4)
         sync_install_url(nb, url)
         print(f"executing {path.name} at budget {budget} ...", flush=True)
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(CHAPTERS)}}).execute()
@@ -94,6 +95,10 @@ def run(budget: str, chapter: str | None, timeout: int) -> None:
             "device": str(get_device()),
             "torch": torch.__version__,
             "wall_seconds": round(wall, 1),
+            # The machine's 1-minute load average before and after the run: on a shared
+            # machine a wall time is only meaningful next to how busy the machine was.
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "cpu_count": os.cpu_count(),
             "code_sha256": code_sha256(nb),
         }
         _write_atomic(nb, path)

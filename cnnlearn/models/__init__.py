@@ -58,3 +58,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
 # Importing the model modules fills the registry. Keep one import per family.
 from . import alexnet  # noqa: E402,F401
 from . import shufflenet  # noqa: E402,F401
+from . import dcgan  # noqa: E402,F401  (not registered: generator/discriminator are no classifiers)
+from . import resnet  # noqa: E402,F401
+from . import mobilenet, efficientnet  # noqa: E402,F401
+from . import senet  # noqa: E402,F401

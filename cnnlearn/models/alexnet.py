@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from . import register_model
 from .layers import check_positive
+from .weights import copy_weights
 
 __all__ = ["AlexNet", "alexnet", "alexnet_cifar", "load_torchvision_alexnet"]
 
@@ -124,16 +125,5 @@ def load_torchvision_alexnet(ours: AlexNet, theirs: nn.Module) -> AlexNet:
     successful copy followed by equal outputs shows the two networks compute the same
     function.
     """
-    src = theirs.state_dict()
-    dst = ours.state_dict()
-    mapped = {}
-    for tv_prefix, our_prefix in _TORCHVISION_NAMES.items():
-        for kind in ("weight", "bias"):
-            a, b = f"{tv_prefix}.{kind}", f"{our_prefix}.{kind}"
-            if src[a].shape != dst[b].shape:
-                raise ValueError(f"shape mismatch: torchvision {a} {tuple(src[a].shape)} vs ours {b} {tuple(dst[b].shape)}")
-            mapped[b] = src[a]
-    if set(mapped) != set(dst) or len(mapped) != len(src):
-        raise ValueError("the name mapping does not cover every tensor of both models")
-    ours.load_state_dict(mapped)
-    return ours
+    names = {f"{tv}.{kind}": f"{our}.{kind}" for tv, our in _TORCHVISION_NAMES.items() for kind in ("weight", "bias")}
+    return copy_weights(ours, theirs, names)

@@ -181,7 +181,7 @@ class SqueezeExcite(nn.Module):
         """Build the block from a reduction ratio ``r``: ``reduced = channels // r``,
         then rounded with :func:`make_divisible` when ``divisor > 1``.
 
-        ``reduction=16`` is SENet's choice (Hu et al., Sec. 6.1, Table 10);
+        ``reduction=16`` is SENet's choice (Hu et al., Sec. 6.1);
         ``reduction=4, divisor=8`` is MobileNetV3's.
 
         Raises:

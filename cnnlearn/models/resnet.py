@@ -23,7 +23,6 @@ The ImageNet networks are built to equal ``torchvision.models.resnet*`` and timm
 """
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,10 @@ import torch.nn.functional as F
 
 from . import register_model
 from .layers import ConvBNAct, check_positive
+from .weights import copy_weights, rename
+
+# Kept for modules that imported the private names.
+_copy_weights, _rename = copy_weights, rename
 
 __all__ = [
     "BasicBlock", "Bottleneck", "PreActBasicBlock", "PadShortcut", "make_shortcut",
@@ -672,36 +675,6 @@ def preact_resnet110(num_classes: int = 10, shortcut: str = "A", zero_init_resid
 # --------------------------------------------------------------------------- weight copying
 
 
-def _copy_weights(ours: nn.Module, theirs: nn.Module, rename: Callable[[str], str]) -> nn.Module:
-    """Copy every tensor of ``theirs`` into ``ours`` under ``rename(their_name)``, checking
-    that each shape matches and that the mapping covers both state dicts exactly."""
-    src, dst = theirs.state_dict(), ours.state_dict()
-    mapped: dict[str, torch.Tensor] = {}
-    for their_name, tensor in src.items():
-        our_name = rename(their_name)
-        if our_name not in dst:
-            raise ValueError(f"{their_name!r} maps to {our_name!r}, which our model does not have")
-        if dst[our_name].shape != tensor.shape:
-            raise ValueError(f"shape mismatch: theirs {their_name} {tuple(tensor.shape)} vs "
-                             f"ours {our_name} {tuple(dst[our_name].shape)}")
-        if our_name in mapped:
-            raise ValueError(f"two of their tensors map to {our_name!r}")
-        mapped[our_name] = tensor
-    missing = set(dst) - set(mapped)
-    if missing:
-        raise ValueError(f"the mapping leaves {len(missing)} of our tensors unset, e.g. {sorted(missing)[:3]}")
-    ours.load_state_dict(mapped)
-    return ours
-
-
-def _rename(name: str, rules: Sequence[tuple[str, str]]) -> str:
-    """Apply the first matching ``(regex, replacement)`` rule; every name must match one."""
-    for pattern, repl in rules:
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, repl, name)
-    raise ValueError(f"no mapping rule for the tensor {name!r}")
-
-
 # torchvision.models.resnet*: conv1/bn1 -> layer1..4 (blocks conv1/bn1/.../downsample.{0,1}) -> fc.
 # Block-internal names (conv1, bn1, conv2, ...) are the same in both, and "suffix" below is
 # .weight, .bias, .running_mean, .running_var or .num_batches_tracked.
@@ -746,7 +719,7 @@ def load_torchvision_resnet(ours: ResNet, tv_model: nn.Module) -> ResNet:
     Returns:
         ``ours``, now computing the same function as ``tv_model``.
     """
-    return _copy_weights(ours, tv_model, lambda n: _rename(n, _TORCHVISION_RULES))
+    return copy_weights(ours, tv_model, lambda n: rename(n, _TORCHVISION_RULES))
 
 
 def load_timm_resnet(ours: ResNet, timm_model: nn.Module) -> ResNet:
@@ -764,4 +737,4 @@ def load_timm_resnet(ours: ResNet, timm_model: nn.Module) -> ResNet:
     Returns:
         ``ours``, now computing the same function as ``timm_model``.
     """
-    return _copy_weights(ours, timm_model, lambda n: _rename(n, _TIMM_RULES))
+    return copy_weights(ours, timm_model, lambda n: rename(n, _TIMM_RULES))

@@ -49,6 +49,7 @@ import torch.nn as nn
 
 from . import register_model
 from .layers import ChannelShuffle, ConvBNAct, check_divisible, check_positive, make_divisible
+from .weights import copy_weights
 
 __all__ = [
     "ShuffleV1Unit", "ShuffleV2Unit", "ShuffleNetV1", "ShuffleNetV2",
@@ -466,23 +467,12 @@ def load_torchvision_shufflenet_v2(ours: ShuffleNetV2, tv_model: nn.Module) -> S
         ``ours``, with the copied weights.
     """
     mapping = _v2_key_map(ours)
-    theirs = tv_model.state_dict()
-    target = ours.state_dict()
-    new_state: dict[str, torch.Tensor] = {}
-    for key, value in theirs.items():
+
+    def to_ours(key: str) -> str:
         module, _, tensor_name = key.rpartition(".")
-        if module not in mapping:
-            raise ValueError(f"torchvision tensor {key!r} has no counterpart in our model (wrong size?)")
-        our_key = f"{mapping[module]}.{tensor_name}"
-        if our_key not in target or target[our_key].shape != value.shape:
-            got = tuple(target[our_key].shape) if our_key in target else "missing"
-            raise ValueError(f"{key!r} {tuple(value.shape)} -> {our_key!r} {got}: the models differ")
-        new_state[our_key] = value
-    missing = sorted(set(target) - set(new_state))
-    if missing:
-        raise ValueError(f"our tensors not filled from torchvision: {missing[:5]} ...")
-    ours.load_state_dict(new_state)
-    return ours
+        return f"{mapping[module]}.{tensor_name}"  # KeyError -> "no counterpart" ValueError
+
+    return copy_weights(ours, tv_model, to_ours)
 
 
 # --------------------------------------------------------------------------- factories
