@@ -201,15 +201,15 @@ def show_source(obj) -> None:
         print(src)
 
 
-def glue(name: str, value, display: bool = False):
-    """Make ``value`` available to the book's prose as ``{glue:}`name```.
+def glue(name: str, value, display: bool = False) -> None:
+    """Make ``value`` available to the book's prose as ``{glue:text}`name```.
 
     Uses MyST-NB's ``glue`` when it is installed (building the book); in Colab or
-    plain Jupyter it just returns the value, so notebooks run anywhere.
+    plain Jupyter without it, nothing happens, so notebooks run anywhere. Returns
+    nothing, so a ``glue(...)`` that ends a cell adds no stray output.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value
