@@ -8,6 +8,7 @@ from cnnlearn.measure import conv2d_macs, conv2d_params, count_macs, count_param
 from cnnlearn.models import create_model, list_models
 from cnnlearn.models.layers import ChannelShuffle, channel_shuffle
 from cnnlearn.models.shufflenet import (
+    GUIDELINE_VARIANTS, BenchBottleneck, Fragments, guideline_net,
     ShuffleNetV1, ShuffleV1Unit, ShuffleV2Unit, TableRow, load_torchvision_shufflenet_v2,
     shufflenet_v1_config, shufflenet_v1_table, shufflenet_v2_config, shufflenet_v2_table,
 )
@@ -126,7 +127,7 @@ def test_v2_outputs_equal_torchvision_after_copying_weights(name):
 
 
 def test_v2_weight_loading_rejects_another_size():
-    with pytest.raises(ValueError, match="the models differ"):
+    with pytest.raises(ValueError, match="shape mismatch"):
         load_torchvision_shufflenet_v2(create_model("shufflenet_v2_x1_0"),
                                        torchvision.models.shufflenet_v2_x0_5(weights=None))
 
@@ -351,3 +352,74 @@ def test_bad_arguments():
         ShuffleV2Unit(58, 116, 1)
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 3, H, W\)"):
         create_model("shufflenet_v2_cifar")(torch.zeros(1, 1, 32, 32))
+
+
+# --------------------------------------------------------------------------- the v2 paper's guideline benchmarks
+
+
+@pytest.mark.parametrize("guideline", sorted(GUIDELINE_VARIANTS))
+@pytest.mark.parametrize("channels", [32, 128])
+def test_guideline_variants_have_equal_macs(guideline, channels):
+    nets = {v: guideline_net(guideline, v, channels, depth=2) for v in GUIDELINE_VARIANTS[guideline]}
+    macs = {v: count_macs(n, (n.in_channels, 8, 8)) for v, n in nets.items()}
+    first = macs[GUIDELINE_VARIANTS[guideline][0]]
+    for v, m in macs.items():
+        # rounding the widths down costs at most a few per cent (G1 1:12 at c=32: 972 vs 1024)
+        assert 0.9 < m / first <= 1.0 + 1e-9, (v, m, first)
+    x = torch.randn(1, nets[GUIDELINE_VARIANTS[guideline][0]].in_channels, 8, 8)
+    for n in nets.values():
+        y = n(torch.randn(1, n.in_channels, 8, 8))
+        assert y.shape == (1, n.in_channels, 8, 8)  # every benchmark keeps its shape, so blocks stack
+    assert x.shape[1] == (4 * channels if guideline == "G4" else channels)
+
+
+def test_guideline_widths_follow_the_mac_formula():
+    # G1 at c=128: (c1, c2) = (128, 128), (90, 180), (52, 312), (36, 432)
+    widths = [(n[0][0].in_channels, n[0][0].out_channels)
+              for n in (guideline_net("G1", v, 128, 1) for v in GUIDELINE_VARIANTS["G1"])]
+    assert widths == [(128, 128), (90, 180), (52, 312), (36, 432)]
+    # G2 at c=128: c * sqrt(g), rounded down to a multiple of g
+    assert [guideline_net("G2", v, 128, 1).in_channels for v in GUIDELINE_VARIANTS["G2"]] == [128, 180, 256, 360]
+    assert [guideline_net("G2", v, 128, 1)[0].groups for v in GUIDELINE_VARIANTS["G2"]] == [1, 2, 4, 8]
+    # G3 at c=128: 1, 2 or 4 convolutions of 128, 90, 64 channels
+    g3 = {v: guideline_net("G3", v, 128, 1)[0] for v in GUIDELINE_VARIANTS["G3"]}
+    assert [(len(b.convs), b.convs[0].in_channels, b.parallel) for b in g3.values()] == [
+        (1, 128, False), (2, 90, False), (4, 64, False), (2, 90, True), (4, 64, True)]
+
+
+@torch.no_grad()
+def test_guideline_blocks_compute_what_they_say():
+    torch.manual_seed(0)
+    par = Fragments(4, 2, parallel=True)
+    ser = Fragments(4, 2, parallel=False)
+    ser.load_state_dict(par.state_dict())
+    x = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(par(x), par.convs[0](x) + par.convs[1](x))
+    torch.testing.assert_close(ser(x), ser.convs[1](ser.convs[0](x)))
+    # G4: the four variants share their weights and differ only in ReLU and shortcut
+    full = BenchBottleneck(4)
+    variants = {v: guideline_net("G4", v, 4, depth=1)[0] for v in GUIDELINE_VARIANTS["G4"]}
+    for v, block in variants.items():
+        block.load_state_dict(full.state_dict())
+        assert count_params(block) == count_params(full)
+    x = torch.randn(1, 16, 5, 5)
+    neither = variants["neither"]
+    torch.testing.assert_close(neither(x), neither.conv3(neither.conv2(neither.conv1(x))))
+    torch.testing.assert_close(variants["ReLU and shortcut"](x), full(x))
+    assert (variants["ReLU and shortcut"](x) >= 0).all()
+    assert (variants["shortcut, no ReLU"](x) < 0).any()
+
+
+def test_guideline_bad_arguments():
+    with pytest.raises(ValueError, match=r"guideline='G5' is not one of"):
+        guideline_net("G5", "1:1", 32)
+    with pytest.raises(ValueError, match=r"variant='1:3' is not a variant of G1"):
+        guideline_net("G1", "1:3", 32)
+    with pytest.raises(ValueError, match="channels must be a positive number"):
+        guideline_net("G2", "g=2", 0)
+
+
+def test_shufflenet_v2_cifar_width():
+    model = create_model("shufflenet_v2_cifar", width=0.5)
+    assert model.config.stage_channels == (48, 96, 192)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -67,6 +67,7 @@ def sync_install_url(nb, url: str) -> None:
 
 def _write_atomic(nb, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a notebook is an ordinary file
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         nbformat.write(nb, f)
     os.replace(tmp, path)
