@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "safe_load", "CorruptFileError"]
+__all__ = ["atomic_save", "safe_load", "load_checkpoint", "CorruptFileError"]
 
 
 class CorruptFileError(RuntimeError):
@@ -58,3 +58,22 @@ def safe_load(path: str | os.PathLike, required_keys: tuple[str, ...] = ()) -> d
     if missing:
         raise CorruptFileError(f"{path} lacks {', '.join(missing)}; delete it to rebuild it")
     return obj
+
+
+def load_checkpoint(path: str | os.PathLike, config: dict, required_keys: tuple[str, ...]) -> dict:
+    """Load a training checkpoint and check it belongs to a run with this ``config``.
+
+    A run resumes only from a checkpoint written with the same recipe: resuming with a
+    changed config would silently mix two experiments.
+
+    Raises:
+        CorruptFileError: the file is unreadable, lacks a key, or was written with a
+            different config (the message names the fields that changed).
+    """
+    state = safe_load(path, (*required_keys, "config"))
+    if state["config"] != config:
+        changed = [k for k, v in config.items() if state["config"].get(k) != v]
+        raise CorruptFileError(
+            f"checkpoint {path} was written with a different config (changed: {', '.join(changed)}); "
+            f"delete it or pass another checkpoint path to start a new run")
+    return state

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import CorruptFileError, atomic_save, safe_load
+from ._io import atomic_save, load_checkpoint
 from .budget import get_device
 
 __all__ = [
@@ -349,14 +349,8 @@ def fit_gan(
 
 
 def _load_checkpoint(path: Path, cfg: GANConfig) -> dict:
-    state = safe_load(path, ("generator", "discriminator", "opt_g", "opt_d", "history", "epoch",
-                             "rng", "noise_rng", "noise_device", "config"))
-    if state["config"] != _config_key(cfg):
-        changed = [k for k, v in _config_key(cfg).items() if state["config"].get(k) != v]
-        raise CorruptFileError(
-            f"checkpoint {path} was written with a different config (changed: {', '.join(changed)}); "
-            f"delete it or pass another checkpoint path to start a new run")
-    return state
+    keys = ("generator", "discriminator", "opt_g", "opt_d", "history", "epoch", "rng", "noise_rng", "noise_device")
+    return load_checkpoint(path, _config_key(cfg), keys)
 
 
 # --------------------------------------------------------------------------- using a generator

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import CorruptFileError, atomic_save, safe_load
+from ._io import atomic_save, load_checkpoint
 from .budget import get_device
 from .data import Data, DeviceLoader
 
@@ -302,10 +302,5 @@ def fit(
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    state = safe_load(path, ("model", "optimizer", "scheduler", "scaler", "history", "epoch", "rng", "config"))
-    if state["config"] != _config_key(cfg):
-        changed = [k for k, v in _config_key(cfg).items() if state["config"].get(k) != v]
-        raise CorruptFileError(
-            f"checkpoint {path} was written with a different config (changed: {', '.join(changed)}); "
-            f"delete it or pass another checkpoint path to start a new run")
-    return state
+    keys = ("model", "optimizer", "scheduler", "scaler", "history", "epoch", "rng")
+    return load_checkpoint(path, _config_key(cfg), keys)
