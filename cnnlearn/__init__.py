@@ -10,6 +10,7 @@ from . import check as checks, measure, models, viz, widgets  # noqa: F401  (sub
 from .budget import by_budget, get_budget, get_device, seed_everything, setup
 from .check import check, list_exercises
 from .data import DataNotFoundError, balanced_subset, load_data, load_images
+from .gan import GANConfig, GANHistory, fit_gan, interpolate, sample, to_gan_range
 from .measure import (
     conv2d_macs, conv2d_output_size, conv2d_params, conv_transpose2d_macs,
     conv_transpose2d_output_size, conv_transpose2d_params, count_macs, count_params,

@@ -182,3 +182,618 @@ def _ch01_gap_head(cls):
             if not (torch.allclose(head(const), out, atol=1e-5) and torch.allclose(head(tiled), out, atol=1e-5)):
                 return False, "use the mean over H and W (not the max or the sum)."
     return True, "any input size works, and the head has only 650 parameters."
+
+
+# --------------------------------------------------------------------------- chapter 2
+
+
+def _randomize_bn(module: nn.Module, seed: int = 0) -> None:
+    """Non-default BN statistics and affine parameters, so that a BN in the wrong place shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+
+
+@exercise("ch02.basic_block",
+          "Write an nn.Module class BasicBlockA(in_channels, out_channels, stride=1): ResNet's basic block "
+          "(conv1 3x3 with the stride, bn1, ReLU, conv2 3x3, bn2, add the shortcut, ReLU) with an option-A "
+          "shortcut: the identity, and where the shape changes every stride-th pixel with zero channels "
+          "appended. Name the layers conv1, bn1, conv2, bn2.")
+def _ch02_basic_block(cls):
+    import torch.nn.functional as F
+
+    from .measure import count_params
+    from .models.resnet import BasicBlock, make_shortcut
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    for cin, cout, stride in ((16, 16, 1), (16, 32, 2)):
+        torch.manual_seed(0)
+        shortcut = make_shortcut("A", cin, cout, stride) if (cin, stride) != (cout, 1) else None
+        ref = BasicBlock(cin, cout, stride, shortcut).eval()
+        _randomize_bn(ref)
+        ours = cls(cin, cout, stride).eval()
+        n, expected = count_params(ours), count_params(ref)
+        if n != expected:
+            extra = (f" Option A's shortcut has no parameters (no 1x1 projection)." if n > expected else "")
+            return False, (f"BasicBlockA({cin}, {cout}, {stride}) has {n:,} parameters, the basic block "
+                           f"{expected:,}: two bias-free 3x3 convolutions and two BatchNorms.{extra}")
+        theirs, mine = ref.state_dict(), ours.state_dict()
+        missing = [k for k in theirs if k not in mine]
+        if missing:
+            return False, f"name the layers conv1, bn1, conv2, bn2 (missing: {', '.join(missing[:4])})."
+        wrong = [k for k in theirs if mine[k].shape != theirs[k].shape]
+        if wrong:
+            return False, (f"{wrong[0]} has shape {tuple(mine[wrong[0]].shape)}, expected "
+                           f"{tuple(theirs[wrong[0]].shape)}.")
+        ours.load_state_dict(theirs, strict=False)
+        torch.manual_seed(1)
+        x = torch.randn(2, cin, 8, 8)
+        with torch.no_grad():
+            out, expected_out = ours(x), ref(x)
+            if tuple(out.shape) != tuple(expected_out.shape):
+                return False, (f"input {tuple(x.shape)} gave {tuple(out.shape)}, expected "
+                               f"{tuple(expected_out.shape)} (stride {stride}, {cout} channels).")
+            if torch.allclose(out, expected_out, atol=1e-5):
+                continue
+            branch = ref.bn2(ref.conv2(torch.relu(ref.bn1(ref.conv1(x)))))
+            sc = ref.shortcut(x)
+            late = ref.bn2(F.conv2d(torch.relu(ref.bn1(F.conv2d(x, ref.conv1.weight, padding=1))),
+                                    ref.conv2.weight, stride=stride, padding=1))
+            extra = cout - cin
+            diagnoses = [
+                (torch.relu(branch), "the shortcut is missing: add the (padded) input to the branch."),
+                (branch + sc, "apply a ReLU after the addition."),
+                (torch.relu(branch) + sc, "the last ReLU comes after the addition, not before it."),
+                (torch.relu(late + sc), "put the stride on the first 3x3 convolution, conv1."),
+            ]
+            if extra:
+                sub = x[:, :, ::stride, ::stride]
+                diagnoses += [
+                    (torch.relu(branch + F.pad(sub, (0, 0, 0, 0, extra, 0))),
+                     "append the zero channels after the input's channels, not before them."),
+                    (torch.relu(branch + F.pad(F.avg_pool2d(x, stride), (0, 0, 0, 0, 0, extra))),
+                     "option A keeps every stride-th pixel (x[:, :, ::s, ::s]); it does not average."),
+                ]
+            for wrong_out, hint in diagnoses:
+                if wrong_out.shape == out.shape and torch.allclose(out, wrong_out, atol=1e-5):
+                    return False, hint
+            case = "a block that keeps the shape" if stride == 1 else "a block that halves the size"
+            return False, f"for {case} the output differs from cnnlearn's BasicBlock with the same weights."
+    return True, "your block computes the same function as cnnlearn's BasicBlock with shortcut option A."
+
+
+@exercise("ch02.bottleneck_params",
+          "How many parameters (convolution weights and BatchNorm scales and shifts) does the bottleneck "
+          "block Bottleneck(1024, 1024) of ResNet-50's third stage have? (1x1 1024 -> 256, 3x3 256 -> 256, "
+          "1x1 256 -> 1024, no biases, a BatchNorm after each convolution, identity shortcut.)")
+def _ch02_bottleneck_params(answer):
+    return _number(answer, 1_117_184, {
+        1_114_112: "that counts the convolution weights only: each BatchNorm adds a scale and a shift per channel.",
+        1_120_256: "BatchNorm's running mean and variance are buffers, not parameters: count only its scale and shift.",
+        18_874_368: "that is two 3x3 convolutions at 1024 channels, the block without a bottleneck.",
+        1_115_648: "each BatchNorm has two parameters per channel: a scale and a shift.",
+    })
+
+
+@exercise("ch02.resnet34_blocks",
+          "How many basic blocks does each of ResNet-34's four stages have? Answer a tuple of four ints.")
+def _ch02_resnet34_blocks(answer):
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in answer)):
+        return False, "answer with four ints, one per stage, e.g. (1, 1, 1, 1)."
+    answer = tuple(answer)
+    if answer == (3, 4, 6, 3):
+        return True, "(3, 4, 6, 3): 16 blocks of two 3x3 convolutions, plus the stem conv and the fc: 34 layers."
+    known = {(2, 2, 2, 2): "that is ResNet-18.", (3, 4, 23, 3): "that is ResNet-101's layout (bottlenecks).",
+             (3, 8, 36, 3): "that is ResNet-152's layout (bottlenecks)."}
+    if answer in known:
+        return False, known[answer]
+    layers = 2 * sum(answer) + 2
+    if layers != 34:
+        return False, (f"that gives 2 x {sum(answer)} + 2 = {layers} weighted layers: each basic block has two "
+                       f"3x3 convolutions, and the stem conv and the fc add two.")
+    return False, "the right total of 16 blocks, but not the paper's split: the third (14x14) stage has the most."
+
+
+@exercise("ch02.option_a_cost",
+          "How many parameters do the shortcuts add to the CIFAR ResNet-20 with option A, and how many with "
+          "option B (a 1x1 convolution + BatchNorm where the shape changes)? Answer a pair (A, B).")
+def _ch02_option_a_cost(answer):
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        return False, "answer with a pair: (parameters added by option A, parameters added by option B)."
+    ok_a, msg_a = _number(answer[0], 0, {})
+    if not ok_a:
+        return False, ("option A: subsampling and zero channels have no weights: it adds nothing."
+                       if isinstance(answer[0], (int, float)) and not isinstance(answer[0], bool) else msg_a)
+    ok_b, msg_b = _number(answer[1], 2_752, {
+        2_560: "each projection has a BatchNorm too: two parameters per output channel.",
+        14_240: "that is option C, a projection in every block; B projects only where the shape changes.",
+        2_656: "the projections have no bias (a BatchNorm follows), but the BatchNorm has a scale and a shift.",
+        2_176: "two blocks change the shape: 16 -> 32 channels and 32 -> 64 channels.",
+        576: "two blocks change the shape: 16 -> 32 channels and 32 -> 64 channels.",
+    })
+    if not ok_b:
+        return False, "option B: " + msg_b
+    return True, "0 against 2,752: option A is free in parameters and MACs; its price is what it throws away."
+
+
+# --------------------------------------------------------------------------- chapter 6
+
+
+def _se_tensors(module: nn.Module, channels: int, reduced: int) -> dict[str, torch.Tensor] | str:
+    """The four tensors of a learner's SE unit, found by shape whatever their names:
+    ``fc1.weight`` (reduced x channels, as Linear or 1x1 conv), ``fc1.bias``, ``fc2.weight``,
+    ``fc2.bias``. Returns a message instead when they are not there."""
+    found: dict[str, torch.Tensor] = {}
+    for p in module.parameters():
+        shape = tuple(p.shape)
+        if shape in ((reduced, channels), (reduced, channels, 1, 1)):
+            role = "fc1.weight"
+        elif shape in ((channels, reduced), (channels, reduced, 1, 1)):
+            role = "fc2.weight"
+        elif shape == (reduced,):
+            role = "fc1.bias"
+        elif shape == (channels,):
+            role = "fc2.bias"
+        else:
+            return (f"a parameter of shape {shape} fits no layer of an SE unit with {channels} channels "
+                    f"and a bottleneck of {reduced}.")
+        if role in found:
+            return f"two parameters look like {role}; an SE unit has two layers, each with one weight and one bias."
+        found[role] = p
+    if len(found) != 4:
+        return "an SE unit has exactly two layers (channels -> channels // reduction -> channels), each with a bias."
+    return found
+
+
+def _copy_se(reference: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    ref = dict(reference.named_parameters())
+    with torch.no_grad():
+        for role, p in tensors.items():
+            p.copy_(ref[role].reshape(p.shape))
+
+
+def _random_se(channels: int, reduced: int, seed: int = 0) -> nn.Module:
+    from .models.layers import SqueezeExcite
+
+    torch.manual_seed(seed)
+    se = SqueezeExcite(channels, reduced).eval()
+    with torch.no_grad():
+        se.fc2.bias.normal_(0, 1)  # gates spread over (0, 1), not all near 0.5
+    return se
+
+
+@exercise("ch06.se_module",
+          "Write an nn.Module class SE(channels, reduction): squeeze each channel by global average "
+          "pooling, excite with Linear(channels -> channels // reduction), ReLU, Linear(-> channels), "
+          "sigmoid, and multiply the input's channels by the gates.")
+def _ch06_se_module(cls):
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    for channels, reduction in ((64, 16), (48, 8)):
+        reduced = channels // reduction
+        se = cls(channels, reduction).eval()
+        n = sum(p.numel() for p in se.parameters())
+        expected = 2 * channels * reduced + reduced + channels
+        if n != expected:
+            hint = {2 * channels * reduced: " Both layers have a bias.",
+                    2 * channels * channels + 2 * channels: " The first layer has channels // reduction outputs."}
+            return False, (f"SE({channels}, {reduction}) has {n:,} parameters, expected {expected:,} "
+                           f"(2*C*C/r weights + C/r + C biases).{hint.get(n, '')}")
+        tensors = _se_tensors(se, channels, reduced)
+        if isinstance(tensors, str):
+            return False, tensors
+        ref = _random_se(channels, reduced)
+        _copy_se(ref, tensors)
+        torch.manual_seed(1)
+        x = torch.randn(2, channels, 7, 5)
+        with torch.no_grad():
+            out, expected_out = se(x), ref(x)
+            if tuple(out.shape) != tuple(x.shape):
+                return False, (f"the output has shape {tuple(out.shape)}; SE returns the input rescaled, "
+                               f"shape {tuple(x.shape)} (multiply x by the gates).")
+            if torch.allclose(out, expected_out, atol=1e-5):
+                continue
+            pre = ref.fc2(ref.act(ref.fc1(x.mean((2, 3), keepdim=True))))
+            maxed = ref.fc2(ref.act(ref.fc1(x.amax((2, 3), keepdim=True))))
+            no_relu = ref.fc2(ref.fc1(x.mean((2, 3), keepdim=True)))
+            diagnoses = [
+                (x * pre, "the gates must pass through a sigmoid, to lie in (0, 1)."),
+                (x * torch.sigmoid(maxed), "squeeze with the mean over H and W (global average pooling), not the max."),
+                (x * torch.sigmoid(no_relu), "put a ReLU between the two layers."),
+                (x + torch.sigmoid(pre), "multiply the channels by their gates, do not add them."),
+            ]
+            for wrong, hint in diagnoses:
+                if torch.allclose(out, wrong, atol=1e-5):
+                    return False, hint
+            return False, "the output differs from an SE unit's with the same weights: squeeze, excite, scale."
+    return True, "your SE unit computes the same function as cnnlearn's SqueezeExcite."
+
+
+@exercise("ch06.se_overhead",
+          "An SE unit with r = 16 is added to a ResNet-50 bottleneck whose output has 1024 channels. "
+          "How many parameters does it add?")
+def _ch06_se_overhead(answer):
+    return _number(answer, 132_160, {
+        131_072: "that counts the weights only: both layers have a bias (64 and 1024 of them).",
+        131_136: "the second layer has a bias too: one per output channel (1024).",
+        132_096: "the first layer has a bias too: one per bottleneck channel (64).",
+        65_536: "that is one of the two layers' weights; there are two (1024 -> 64 and 64 -> 1024).",
+        2_113_536: "the bottleneck has 1024 / 16 = 64 channels; 1024 -> 1024 -> 1024 is no bottleneck.",
+    })
+
+
+@exercise("ch06.add_se",
+          "Write an nn.Module class SEBlock(block, reduction) that wraps a cnnlearn BasicBlock and puts "
+          "an SE unit (stored as self.se) on its residual branch, after bn2 and before the addition.")
+def _ch06_add_se(cls):
+    import copy
+
+    from .models.layers import SqueezeExcite
+    from .models.resnet import BasicBlock, make_shortcut
+    from .models.senet import SEPlacedBlock
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    torch.manual_seed(0)
+    cin, cout, reduction = 16, 32, 4
+    block = BasicBlock(cin, cout, 2, make_shortcut("A", cin, cout, 2)).eval()
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+    pristine = copy.deepcopy(block)  # the learner's class may change the block it is given
+    ours = cls(block, reduction).eval()
+    se = getattr(ours, "se", None)
+    if not isinstance(se, nn.Module):
+        return False, "store the SE unit as self.se."
+    n = sum(p.numel() for p in se.parameters())
+    if n == 2 * cin * (cin // reduction) + cin // reduction + cin:
+        return False, (f"your SE unit has the block's input channels ({cin}); on the branch it rescales "
+                       f"the branch's output, {cout} channels.")
+    tensors = _se_tensors(se, cout, cout // reduction)
+    if isinstance(tensors, str):
+        return False, "self.se: " + tensors
+    ref_se = _random_se(cout, cout // reduction)
+    _copy_se(ref_se, tensors)
+    torch.manual_seed(1)
+    x = torch.randn(2, cin, 8, 8)
+    with torch.no_grad():
+        out = ours(x)
+        placed = {p: SEPlacedBlock(copy.deepcopy(pristine), p, lambda c: copy.deepcopy(ref_se)).eval()
+                  for p in ("standard", "post", "identity")}
+        if tuple(out.shape) != (2, cout, 4, 4):
+            return False, f"the output has shape {tuple(out.shape)}; the block gives (2, {cout}, 4, 4)."
+        if torch.allclose(out, placed["standard"](x), atol=1e-5):
+            return True, "SE on the residual branch, before the addition: SE-ResNet's block."
+        if torch.allclose(out, placed["post"](x), atol=1e-5):
+            return False, ("you rescale after the addition and the ReLU (the paper's SE-POST); rescale "
+                           "the branch's output before adding the shortcut.")
+        if torch.allclose(out, placed["identity"](x), atol=1e-5):
+            return False, "you rescale the shortcut (SE-Identity); rescale the residual branch instead."
+        if torch.allclose(out, pristine(x), atol=1e-5):
+            return False, "the output is the plain block's: self.se is never applied."
+    return False, ("the output differs from the SE block's: branch = bn2(conv2(relu(bn1(conv1(x))))), "
+                   "then relu(se(branch) + shortcut(x)).")
+
+
+# --------------------------------------------------------------------------- chapter 9
+
+
+@exercise("ch09.conv_transpose_size",
+          "nn.ConvTranspose2d(64, 32, kernel_size=3, stride=2, padding=1) is applied to a 7x7 map. "
+          "How wide is its output?")
+def _ch09_conv_transpose_size(answer):
+    return _number(answer, 13, {
+        4: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
+        14: ("a stride-2 transposed convolution doubles the size only with a matching kernel and padding "
+             "(k=4, p=1) or output_padding; work through the formula."),
+        15: "padding crops the output of a transposed convolution: subtract 2*padding.",
+        12: "the formula ends with + 1: (size-1)*stride - 2*padding + (kernel_size-1) + 1.",
+        11: "the kernel's extent adds kernel_size - 1 pixels to (size-1)*stride before the final + 1.",
+    }, " pixels")
+
+
+def _ch09_reference_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+@exercise("ch09.d_loss",
+          "Write d_loss(real_logits, fake_logits) returning -mean log D(x) - mean log(1 - D(G(z))) as a "
+          "0-dim tensor, with D = sigmoid(logit); it must stay finite for logits of +-100.")
+def _ch09_d_loss(fn):
+    import torch.nn.functional as F
+
+    if not callable(fn):
+        return False, "pass your function itself (without calling it)."
+    ref = _ch09_reference_d_loss
+    g = torch.Generator().manual_seed(0)
+    # Batches of different sizes: each term is a mean over its own batch.
+    real, fake = torch.randn(16, generator=g) * 2 + 1, torch.randn(24, generator=g) * 2 - 1
+    out = fn(real.clone(), fake.clone())
+    if not isinstance(out, torch.Tensor):
+        return False, f"return a torch tensor (0-dim), not a {type(out).__name__}."
+    if out.numel() != 1:
+        return False, f"return one number (a 0-dim tensor), got shape {tuple(out.shape)}: average over each batch."
+    out = out.reshape(()).float()
+    close = lambda a, b: bool(torch.isfinite(a)) and torch.allclose(a, b.float(), rtol=1e-4, atol=1e-5)
+    expected = ref(real, fake)
+    if close(out, expected):
+        extreme_real, extreme_fake = torch.tensor([100.0, -100.0, 0.0]), torch.tensor([-100.0, 100.0, 0.0])
+        out2 = fn(extreme_real.clone(), extreme_fake.clone())
+        if not isinstance(out2, torch.Tensor) or not close(out2.reshape(()).float(), ref(extreme_real, extreme_fake)):
+            return False, ("right for ordinary logits, but not for logits of +-100: log(sigmoid(l)) underflows to "
+                           "log(0). Use F.logsigmoid or F.binary_cross_entropy_with_logits.")
+        return True, "the discriminator's cross-entropy, computed stably from logits."
+    if not torch.isfinite(out):
+        return False, ("your loss is not finite for ordinary logits: take D = sigmoid(logit) before the log "
+                       "(or use F.logsigmoid).")
+    hints = [
+        (ref(-real, -fake), "the labels are swapped: D should say 1 (real) for real images and 0 for fakes."),
+        (-expected, "that is V, which D maximises; D's loss, to minimise, is -V."),
+        (0.5 * expected, "the value function adds the two expectations; do not average them."),
+        (ref(real, torch.full_like(fake, -1e4)), "only the real-image term: add -mean log(1 - D(G(z)))."),
+        (ref(torch.full_like(real, 1e4), fake), "only the fake-image term: add -mean log D(x)."),
+        (F.binary_cross_entropy_with_logits(real, torch.ones_like(real), reduction="sum")
+         + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake), reduction="sum"),
+         "average over each batch (mean), do not sum."),
+        (F.binary_cross_entropy_with_logits(torch.cat([real, fake]),
+                                            torch.cat([torch.ones_like(real), torch.zeros_like(fake)])),
+         "average each term over its own batch and add the two means (the batches may differ in size)."),
+    ]
+    for value, hint in hints:
+        if close(out, value):
+            return False, hint
+    return False, "not the discriminator's loss: -mean(log D(x)) - mean(log(1 - D(G(z)))), D = sigmoid(logit)."
+
+
+@exercise("ch09.loss_curve",
+          "With the non-saturating generator loss, D's loss falls to about 0.01, D(x) = 0.99, D(G(z)) = 0.001, "
+          "G's loss climbs to about 7 and the samples stop improving. Which explanation fits: a, b, c or d?")
+def _ch09_loss_curve(answer):
+    letter = answer.strip().strip("()").lower() if isinstance(answer, str) else None
+    if letter not in ("a", "b", "c", "d"):
+        return False, 'answer with one letter: "a", "b", "c" or "d".'
+    if letter == "b":
+        return True, ("D wins: it is certain about both kinds of image, and -log D(G(z)) = -ln 0.001, about 6.9, "
+                      "is the climbing G loss.")
+    return False, {
+        "a": ("at convergence D cannot tell real from fake: D(x) and D(G(z)) near 1/2. Here D is certain "
+              "about both."),
+        "c": "a G that fooled D would make D(G(z)) high; here D rejects every fake (D(G(z)) = 0.001).",
+        "d": "D's loss fell to 0.01, so D certainly learned; ask what its certainty leaves G to learn from.",
+    }[letter]
+
+
+@exercise("ch09.equilibrium_d_loss",
+          "At the equilibrium D = 1/2 for every image. What is D's loss -log D(x) - log(1 - D(G(z))) there, in nats?")
+def _ch09_equilibrium_d_loss(answer):
+    import math
+
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        return False, f"give a number, not a {type(answer).__name__}."
+    near = lambda v: abs(answer - v) < 2e-3
+    if near(2 * math.log(2)):
+        return True, f"2 ln 2 = {2 * math.log(2):.4f} nats: -ln(1/2) from each of the two terms."
+    if near(math.log(2)):
+        return False, "that is one of the two terms; D's loss adds -log D(x) and -log(1 - D(G(z)))."
+    if near(2 * math.log10(2)):
+        return False, "that uses log base 10; the losses use the natural logarithm."
+    if near(2.0):
+        return False, "that is in bits (log base 2); the losses use the natural logarithm (nats)."
+    if near(-2 * math.log(2)):
+        return False, "check the sign: log of a probability is negative, so the loss -log(...) is positive."
+    if near(0.5) or near(1.0):
+        return False, "D outputs 1/2, but the loss is the negative log of its outputs, summed over two terms."
+    return False, "put D(x) = D(G(z)) = 1/2 into -log D(x) - log(1 - D(G(z)))."
+
+
+# --------------------------------------------------------------------------- chapter 7
+
+
+@exercise("ch07.channel_shuffle",
+          "Write channel_shuffle(x, groups) for x of shape (B, C, H, W): view the channels as a "
+          "groups x (C/groups) matrix, transpose it, and read it back, with reshape and transpose only.")
+def _ch07_channel_shuffle(fn):
+    from .models.layers import channel_shuffle
+
+    if not callable(fn):
+        return False, "pass your function itself (without calling it)."
+    torch.manual_seed(0)
+    for b, c, h, w, g in ((2, 6, 3, 3, 2), (2, 6, 3, 3, 3), (1, 12, 4, 5, 4), (3, 240, 2, 2, 3),
+                          (1, 8, 1, 1, 8), (2, 7, 2, 2, 1), (2, 116, 3, 2, 2)):
+        x = torch.randn(b, c, h, w)
+        try:
+            got = fn(x.clone(), g)
+        except RuntimeError as e:
+            if "view" in str(e):
+                return False, ("view() fails after transpose(), which leaves the tensor non-contiguous: "
+                               "use reshape (it copies when it must).")
+            raise
+        expected = channel_shuffle(x, g)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (b, c, h, w):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return False, f"for x of shape {(b, c, h, w)} and groups={g} you return {shape}; the shape must not change."
+        if torch.equal(got, expected):
+            continue
+        if torch.equal(got, x):
+            return False, ("the channels come back in their old order: reshaping alone renames nothing; "
+                           "transpose the (groups, C/groups) axes before reading them back.")
+        if torch.equal(got, channel_shuffle(x, c // g)):
+            return False, ("that is the inverse shuffle (the shuffle with C/groups groups): view the channels "
+                           "as (B, groups, C/groups, H, W), then transpose axes 1 and 2.")
+        return False, (f"for C={c}, groups={g} the order is wrong: output channel a*groups + b must be input "
+                       f"channel b*(C/groups) + a (for 6 channels and 2 groups: 0, 3, 1, 4, 2, 5).")
+    return True, "a pure permutation of the channels, equal to cnnlearn's channel_shuffle on every shape tried."
+
+
+@exercise("ch07.group_conv_params",
+          "How many weights does nn.Conv2d(480, 120, kernel_size=1, groups=3, bias=False) have "
+          "(the first 1x1 convolution of a stage-3 unit of ShuffleNet v1 with g=3)?")
+def _ch07_group_conv_params(answer):
+    return _number(answer, 19_200, {
+        57_600: "that is the ungrouped convolution: with groups=3 each filter sees only 480/3 input channels.",
+        6_400: ("you divided by the groups twice: each of the 120 filters keeps its place and sees 480/3 "
+                "input channels, so 120 * 160."),
+        19_320: "bias=False: the layer has no biases.",
+        160: "that is one filter's weights (480/3); there are 120 filters.",
+    })
+
+
+@exercise("ch07.faster_block",
+          "Predict which of two blocks with equal MACs is faster on your machine ('A' or 'B'), then "
+          "measure both with cnnlearn.latency and answer (prediction, latency_of_A, latency_of_B).")
+def _ch07_faster_block(answer):
+    from .measure import LatencyResult
+
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 3):
+        return False, "answer with a triple: (your prediction 'A' or 'B', latency(block_a, ...), latency(block_b, ...))."
+    prediction, a, b = answer
+    if prediction not in ("A", "B"):
+        return False, f"the prediction must be 'A' or 'B', got {prediction!r}."
+    if not (isinstance(a, LatencyResult) and isinstance(b, LatencyResult)):
+        return False, "pass the LatencyResult objects that cnnlearn.latency returns for block A and block B."
+    if min(a.repeats, b.repeats) < 10:
+        return False, "measure with at least 10 repeats each (repeats=10 or more): a few passes are mostly noise."
+    if (a.batch_size, a.threads, a.device) != (b.batch_size, b.threads, b.device):
+        return False, "measure both blocks under the same conditions: the same batch size, threads and device."
+    ratio = b.median_ms / a.median_ms
+    measured = f"A {a.median_ms:.2f} ms, B {b.median_ms:.2f} ms"
+    if abs(ratio - 1) < 0.05:
+        return True, f"{measured}: a tie within 5% on this machine, so either prediction stands."
+    faster = "A" if ratio > 1 else "B"
+    why = ("B's grouped convolutions do the same MACs on 720 channels instead of 256: more activations "
+           "to read and write per multiply-add (guideline G2)" if faster == "A" else
+           "this machine's grouped convolutions are efficient enough that B's fewer weights win")
+    if prediction == faster:
+        return True, f"{measured}: {faster} is faster, as you predicted; {why}."
+    return False, f"your measurement says {faster} is faster ({measured}): {why}."
+
+
+# --------------------------------------------------------------------------- chapter 5
+
+
+def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.Module:
+    from .models.layers import DepthwiseSeparableConv
+
+    torch.manual_seed(seed)
+    ref = DepthwiseSeparableConv(cin, cout, k, s).eval()
+    with torch.no_grad():  # random BN statistics: a fresh BN in eval mode is the identity
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+    return ref
+
+
+@exercise("ch05.separable_block",
+          "Write an nn.Module class SeparableBlock(in_channels, out_channels, kernel_size=3, stride=1): "
+          "depthwise kxk conv (stride, 'same' padding, no bias), BatchNorm, ReLU, pointwise 1x1 conv "
+          "(no bias), BatchNorm, ReLU.")
+def _ch05_separable_block(cls):
+    import torch.nn.functional as F
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    for cin, cout, k, s, size in ((16, 32, 3, 1, 8), (8, 24, 5, 2, 9)):
+        ours = cls(cin, cout, k, s).eval()
+        convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+        bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+        if len(convs) != 2:
+            return False, (f"SeparableBlock({cin}, {cout}, {k}, {s}) has {len(convs)} nn.Conv2d layers; "
+                           "the block has two: a depthwise and a pointwise convolution.")
+        dw, pw = convs
+        if dw.kernel_size == (1, 1) and pw.kernel_size != (1, 1):
+            return False, ("your first convolution is the 1x1 one; MobileNet filters each channel first "
+                           "(depthwise), then mixes channels (pointwise).")
+        if dw.groups == 1:
+            return False, (f"your k x k convolution has groups=1: a standard convolution with "
+                           f"{dw.weight.numel():,} weights. Depthwise means groups=in_channels.")
+        if dw.groups != cin or dw.out_channels != cin:
+            return False, (f"the depthwise convolution needs groups=in_channels={cin} and in_channels={cin} "
+                           f"outputs: one filter per channel (yours: groups={dw.groups}, {dw.out_channels} outputs).")
+        if pw.kernel_size != (1, 1) or pw.groups != 1 or pw.out_channels != cout:
+            return False, f"the pointwise convolution is nn.Conv2d(in_channels, out_channels={cout}, 1)."
+        if dw.bias is not None or pw.bias is not None:
+            return False, "no biases (bias=False): the BatchNorm after each convolution has its own shift."
+        if len(bns) != 2:
+            return False, f"put a BatchNorm after each convolution (found {len(bns)} nn.BatchNorm2d)."
+        ref = _ch05_reference_block(cin, cout, k, s, seed=cin + k)
+        ref_convs = (ref.depthwise[0], ref.pointwise[0])
+        ref_bns = (ref.depthwise[1], ref.pointwise[1])
+        with torch.no_grad():
+            for mine, theirs in zip(convs + bns, ref_convs + ref_bns):
+                if mine.weight.shape != theirs.weight.shape:
+                    return False, (f"a layer's weight has shape {tuple(mine.weight.shape)}, expected "
+                                   f"{tuple(theirs.weight.shape)}.")
+                mine.load_state_dict(theirs.state_dict())
+        torch.manual_seed(1)
+        x = 10 * torch.randn(2, cin, size, size)  # large enough that some activations exceed 6
+        with torch.no_grad():
+            out, expected = ours(x), ref(x)
+            if tuple(out.shape) != tuple(expected.shape):
+                return False, (f"the output has shape {tuple(out.shape)}, expected {tuple(expected.shape)}: "
+                               "padding = kernel_size // 2 keeps the size, and the stride goes to the "
+                               "depthwise convolution.")
+            if torch.allclose(out, expected, atol=1e-5):
+                continue
+            dw_out = ref.depthwise(x)
+            no_last_relu = ref.pointwise[1](ref.pointwise[0](dw_out))
+            no_first_relu = ref.pointwise(ref.depthwise[1](ref.depthwise[0](x)))
+            relu6 = F.relu6(ref.pointwise[1](ref.pointwise[0](F.relu6(ref.depthwise[1](ref.depthwise[0](x))))))
+            for wrong, hint in (
+                (no_last_relu, "put a ReLU after the second BatchNorm too (MobileNet v1's block, Fig. 3)."),
+                (no_first_relu, "put a ReLU after the first BatchNorm too."),
+                (relu6, "use ReLU, as MobileNet v1 does (ReLU6 came with v2)."),
+            ):
+                if torch.allclose(out, wrong, atol=1e-5):
+                    return False, hint
+            return False, ("the output differs from DepthwiseSeparableConv's with the same weights: "
+                           "relu(bn1(dw(x))), then relu(bn2(pw(.))).")
+    return True, "your block computes the same function as cnnlearn's DepthwiseSeparableConv."
+
+
+@exercise("ch05.separable_macs",
+          "How many MACs does a depthwise separable convolution from 64 to 128 channels (3x3 depthwise, "
+          "stride 1, padding 1, then 1x1 pointwise) cost on one 56x56 input?")
+def _ch05_separable_macs(answer):
+    positions = 56 * 56
+    return _number(answer, 9 * 64 * positions + 64 * 128 * positions, {
+        9 * 64 * 128 * positions: "that is a standard 3x3 convolution from 64 to 128 channels; the depthwise "
+                                  "one has a single 3x3 filter per input channel.",
+        9 * 64 * positions: "that is the depthwise convolution alone; add the pointwise one.",
+        64 * 128 * positions: "that is the pointwise convolution alone; add the depthwise one.",
+        2 * (9 * 64 * positions + 64 * 128 * positions): "that is FLOPs (2 per MAC); the question asks for MACs.",
+        9 * 128 * positions + 64 * 128 * positions: "the depthwise convolution works on the 64 input channels, "
+                                                    "not on the 128 output channels.",
+        9 * 64 * 54 * 54 + 64 * 128 * 54 * 54: "with padding 1 a 3x3 convolution keeps the 56x56 size.",
+        9 * 64 + 64 * 128: "those are the weights; each is used once per output position (56x56 of them).",
+    })
+
+
+@exercise("ch05.make_divisible",
+          "MobileNetV2 with width multiplier 0.35: how many output channels does its stem convolution have "
+          "(32 before the multiplier)?")
+def _ch05_make_divisible(answer):
+    from .models.layers import make_divisible
+
+    return _number(answer, make_divisible(32 * 0.35, 8), {
+        11: "0.35 * 32 = 11.2 is not a multiple of 8: make_divisible rounds it.",
+        8: ("8 is the nearest multiple of 8, but it would lose more than 10% of 11.2 "
+            "(8 < 0.9 * 11.2), so make_divisible goes one step of 8 further."),
+        12: "12 is not a multiple of 8: make_divisible rounds to multiples of the divisor, 8.",
+        32: "the width multiplier 0.35 thins the stem too: start from 0.35 * 32.",
+    }, " channels")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,7 @@ __all__ = [
     "latency",
     "LatencyResult",
     "peak_memory",
+    "compare_latency",
 ]
 
 IntOrPair = int | tuple[int, int]
@@ -340,6 +341,51 @@ def latency(
         model.train(was_training)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return LatencyResult(statistics.median(times), q[0], q[2], repeats, batch_size, str(device), threads)
+
+
+def compare_latency(
+    models: Mapping[str, tuple[nn.Module, Sequence[int]]], batch_size: int = 1, rounds: int = 5,
+    repeats: int = 10, warmup: int = 2, threads: int | None = None,
+) -> dict[str, LatencyResult]:
+    """:func:`latency` of several models, measured in interleaved rounds.
+
+    On a shared machine the background load drifts: measuring model A for a minute and
+    then model B would compare A's minute with B's. Here every round measures every
+    model once (``repeats`` passes after ``warmup`` untimed ones), starting each round
+    with a different model, so a slow spell hits all models alike. The result of a model
+    is the median of its per-round medians (quartiles likewise over the rounds).
+
+    Args:
+        models: ``{name: (model, input_size)}``, ``input_size`` without the batch dimension.
+        batch_size: images per pass.
+        rounds: how many times every model is measured.
+        repeats: timed passes per model and round.
+        warmup: untimed passes per model and round.
+        threads: CPU threads (default: ``torch.get_num_threads()``).
+
+    Returns:
+        ``{name: LatencyResult}`` in the order of ``models``; ``repeats`` counts all timed
+        passes (``rounds * repeats``).
+    """
+    if not models:
+        raise ValueError("models is empty: give at least one {name: (model, input_size)}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(models)
+    medians: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, LatencyResult] = {}
+    for r in range(rounds):
+        for i in range(len(names)):
+            name = names[(i + r) % len(names)]  # rotate the starting model every round
+            model, input_size = models[name]
+            last[name] = latency(model, input_size, batch_size, repeats, warmup, threads)
+            medians[name].append(last[name].median_ms)
+    out = {}
+    for n in names:
+        q = statistics.quantiles(medians[n], n=4) if rounds > 1 else [medians[n][0]] * 3
+        out[n] = LatencyResult(statistics.median(medians[n]), q[0], q[2], rounds * repeats,
+                               batch_size, last[n].device, last[n].threads)
+    return out
 
 
 # --------------------------------------------------------------------------- memory

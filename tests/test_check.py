@@ -81,6 +81,446 @@ EXERCISES = {
 }
 
 
+# --------------------------------------------------------------------------- chapter 2
+
+
+class BasicBlockA(nn.Module):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def branch(self, x):
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+    def shortcut(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+    def forward(self, x):
+        return torch.relu(self.branch(x) + self.shortcut(x))
+
+
+class BlockNoFinalRelu(BasicBlockA):
+    def forward(self, x):
+        return self.branch(x) + self.shortcut(x)
+
+
+class BlockReluBeforeAdd(BasicBlockA):
+    def forward(self, x):
+        return torch.relu(self.branch(x)) + self.shortcut(x)
+
+
+class BlockNoShortcut(BasicBlockA):
+    def forward(self, x):
+        return torch.relu(self.branch(x))
+
+
+class BlockZerosFirst(BasicBlockA):
+    def shortcut(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.extra, 0))
+
+
+class BlockAvgSubsample(BasicBlockA):
+    def shortcut(self, x):
+        x = nn.functional.avg_pool2d(x, self.stride) if self.stride > 1 else x
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+class BlockStrideOnConv2(BasicBlockA):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.conv1.stride, self.conv2.stride = (1, 1), (stride, stride)
+
+
+class BlockProjection(BasicBlockA):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__(in_channels, out_channels, stride)
+        self.proj = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+
+    def shortcut(self, x):
+        return self.proj(x)
+
+
+class BlockOtherNames(nn.Module):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.body = BasicBlockA(in_channels, out_channels, stride)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+EXERCISES.update({
+    "ch02.basic_block": (BasicBlockA, [(BlockNoFinalRelu, "ReLU after the addition"),
+                                       (BlockReluBeforeAdd, "after the addition, not before"),
+                                       (BlockNoShortcut, "shortcut is missing"),
+                                       (BlockZerosFirst, "after the input's channels"),
+                                       (BlockAvgSubsample, "does not average"),
+                                       (BlockStrideOnConv2, "first 3x3 convolution"),
+                                       (BlockProjection, "no parameters"),
+                                       (BlockOtherNames, "name the layers"),
+                                       (BasicBlockA(16, 16), "the class itself")]),
+    "ch02.bottleneck_params": (1_117_184, [(1_114_112, "weights only"), (1_120_256, "buffers"),
+                                           (18_874_368, "without a bottleneck"), (1_115_648, "two parameters"),
+                                           (2_000_000, "too large")]),
+    "ch02.resnet34_blocks": ((3, 4, 6, 3), [((2, 2, 2, 2), "ResNet-18"), ((3, 4, 23, 3), "ResNet-101"),
+                                            ((3, 4, 5, 3), "2 x 15 + 2 = 32"), ((4, 4, 4, 4), "not the paper's split"),
+                                            ((3, 4, 6), "four ints"), ("3463", "four ints")]),
+    "ch02.option_a_cost": ((0, 2_752), [((0, 2_560), "BatchNorm too"), ((0, 14_240), "option C"),
+                                        ((2_752, 2_752), "adds nothing"), ((0, 2_176), "two blocks change"),
+                                        ((0, "2752"), "give a number"), (2_752, "pair")]),
+})
+
+
+def test_ch02_basic_block_accepts_a_list_for_the_blocks_and_the_package_block():
+    assert check("ch02.resnet34_blocks", [3, 4, 6, 3], quiet=True)
+
+    from cnnlearn.models.resnet import BasicBlock, make_shortcut
+
+    class PackageBlock(BasicBlock):  # cnnlearn's own block with option A passes its own checker
+        def __init__(self, in_channels, out_channels, stride=1):
+            same = (in_channels, stride) == (out_channels, 1)
+            super().__init__(in_channels, out_channels, stride,
+                             None if same else make_shortcut("A", in_channels, out_channels, stride))
+
+    assert check("ch02.basic_block", PackageBlock, quiet=True)
+
+
+# --------------------------------------------------------------------------- chapter 6
+
+
+class SE(nn.Module):
+    def __init__(self, channels, reduction):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, channels)
+
+    def gates(self, x):
+        return self.fc2(torch.relu(self.fc1(x.mean((2, 3)))))  # (B, C) before the sigmoid
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.gates(x))[:, :, None, None]
+
+
+class SENoSigmoid(SE):
+    def forward(self, x):
+        return x * self.gates(x)[:, :, None, None]
+
+
+class SEMaxSqueeze(SE):
+    def forward(self, x):
+        z = self.fc2(torch.relu(self.fc1(x.amax((2, 3)))))
+        return x * torch.sigmoid(z)[:, :, None, None]
+
+
+class SEAdds(SE):
+    def forward(self, x):
+        return x + torch.sigmoid(self.gates(x))[:, :, None, None]
+
+
+class SENoBias(SE):
+    def __init__(self, channels, reduction):
+        super().__init__(channels, reduction)
+        self.fc1 = nn.Linear(channels, channels // reduction, bias=False)
+        self.fc2 = nn.Linear(channels // reduction, channels, bias=False)
+
+
+class SEGatesOnly(SE):
+    def forward(self, x):
+        return torch.sigmoid(self.gates(x))
+
+
+def _branch(b, x):
+    return b.bn2(b.conv2(b.act(b.bn1(b.conv1(x)))))
+
+
+class SEBlock(nn.Module):
+    def __init__(self, block, reduction):
+        from cnnlearn.models.layers import SqueezeExcite
+
+        super().__init__()
+        self.block = block
+        self.se = SqueezeExcite.from_reduction(block.bn2.num_features, reduction)
+
+    def forward(self, x):
+        return self.block.act(self.se(_branch(self.block, x)) + self.block.shortcut(x))
+
+
+class SEBlockViaAttn(nn.Module):  # also right: resnet.py's own attention slot
+    def __init__(self, block, reduction):
+        from cnnlearn.models.layers import SqueezeExcite
+
+        super().__init__()
+        self.se = block.attn = SqueezeExcite.from_reduction(block.bn2.num_features, reduction)
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class SEBlockPost(SEBlock):
+    def forward(self, x):
+        return self.se(self.block(x))
+
+
+class SEBlockIdentity(SEBlock):
+    def forward(self, x):
+        return self.block.act(_branch(self.block, x) + self.se(self.block.shortcut(x)))
+
+
+class SEBlockUnused(SEBlock):
+    def forward(self, x):
+        return self.block(x)
+
+
+class SEBlockNoSE(nn.Module):
+    def __init__(self, block, reduction):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class SEBlockInputChannels(SEBlock):
+    def __init__(self, block, reduction):
+        from cnnlearn.models.layers import SqueezeExcite
+
+        super().__init__(block, reduction)
+        self.se = SqueezeExcite.from_reduction(block.conv1.in_channels, reduction)
+
+
+EXERCISES.update({
+    "ch06.se_module": (SE, [(SENoSigmoid, "sigmoid"), (SEMaxSqueeze, "not the max"), (SEAdds, "do not add"),
+                            (SENoBias, "Both layers have a bias"), (SEGatesOnly, "input rescaled"),
+                            (SE(64, 16), "the class itself")]),
+    "ch06.se_overhead": (132_160, [(131_072, "weights only"), (131_136, "second layer has a bias"),
+                                   (132_096, "first layer has a bias"), (65_536, "there are two"),
+                                   (2_113_536, "no bottleneck"), (140_000, "too large")]),
+    "ch06.add_se": (SEBlock, [(SEBlockPost, "SE-POST"), (SEBlockIdentity, "SE-Identity"),
+                              (SEBlockUnused, "never applied"), (SEBlockInputChannels, "input channels"),
+                              (SEBlockNoSE, "self.se")]),
+})
+
+
+def test_ch06_add_se_accepts_the_attention_slot():
+    assert check("ch06.add_se", SEBlockViaAttn, quiet=True)
+
+
+# --------------------------------------------------------------------------- chapter 9
+
+
+def d_loss_ok(real_logits, fake_logits):
+    return -(torch.nn.functional.logsigmoid(real_logits).mean() + torch.nn.functional.logsigmoid(-fake_logits).mean())
+
+
+def d_loss_unstable(real_logits, fake_logits):
+    return -(torch.log(torch.sigmoid(real_logits)).mean() + torch.log(1 - torch.sigmoid(fake_logits)).mean())
+
+
+def d_loss_swapped(real_logits, fake_logits):
+    return d_loss_ok(-real_logits, -fake_logits)
+
+
+def d_loss_value(real_logits, fake_logits):
+    return -d_loss_ok(real_logits, fake_logits)
+
+
+def d_loss_halved(real_logits, fake_logits):
+    return 0.5 * d_loss_ok(real_logits, fake_logits)
+
+
+def d_loss_real_only(real_logits, fake_logits):
+    return -torch.nn.functional.logsigmoid(real_logits).mean()
+
+
+def d_loss_summed(real_logits, fake_logits):
+    return -(torch.nn.functional.logsigmoid(real_logits).sum() + torch.nn.functional.logsigmoid(-fake_logits).sum())
+
+
+def d_loss_concatenated(real_logits, fake_logits):
+    logits = torch.cat([real_logits, fake_logits])
+    labels = torch.cat([torch.ones_like(real_logits), torch.zeros_like(fake_logits)])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+def d_loss_per_image(real_logits, fake_logits):
+    return -torch.nn.functional.logsigmoid(real_logits)  # a value per image
+
+
+def d_loss_logits_as_probabilities(real_logits, fake_logits):
+    return -(torch.log(real_logits).mean() + torch.log(1 - fake_logits).mean())
+
+
+EXERCISES.update({
+    "ch09.conv_transpose_size": (13, [(4, "ordinary convolution"), (14, "doubles the size only"),
+                                      (15, "padding crops"), (12, "ends with + 1"), (11, "kernel's extent"),
+                                      (20, "too large")]),
+    "ch09.d_loss": (d_loss_ok, [(d_loss_unstable, "underflows"), (d_loss_swapped, "labels are swapped"),
+                                (d_loss_value, "D maximises"), (d_loss_halved, "do not average"),
+                                (d_loss_real_only, "only the real-image term"), (d_loss_summed, "do not sum"),
+                                (d_loss_concatenated, "its own batch"), (d_loss_per_image, "one number"),
+                                (d_loss_logits_as_probabilities, "not finite"),
+                                (d_loss_ok(torch.zeros(2), torch.zeros(2)), "function itself")]),
+    "ch09.loss_curve": ("b", [("a", "cannot tell real from fake"), ("c", "D(G(z)) high"), ("d", "certainly learned"),
+                              ("e", "one letter"), (2, "one letter")]),
+    "ch09.equilibrium_d_loss": (1.3863, [(0.6931, "one of the two terms"), (0.602, "base 10"), (2, "bits"),
+                                         (-1.386, "sign"), (0.5, "negative log"), (3, "put D(x)"),
+                                         ("1.386", "give a number")]),
+})
+
+
+# --------------------------------------------------------------------------- chapter 7
+
+
+def shuffle_ok(x, groups):
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def shuffle_no_transpose(x, groups):
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).reshape(b, c, h, w)
+
+
+def shuffle_inverse(x, groups):
+    b, c, h, w = x.shape
+    return x.reshape(b, c // groups, groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def shuffle_view(x, groups):
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).view(b, c, h, w)
+
+
+def shuffle_flat(x, groups):
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, -1).transpose(1, 2).reshape(b, c, h, w)  # mixes pixels into channels
+
+
+def shuffle_reversed(x, groups):
+    return x.flip(1)
+
+
+def _lat(ms, repeats=20, batch_size=1, threads=1):
+    from cnnlearn.measure import LatencyResult
+
+    return LatencyResult(ms, ms * 0.9, ms * 1.1, repeats, batch_size, "cpu", threads)
+
+
+EXERCISES.update({
+    "ch07.channel_shuffle": (shuffle_ok, [(shuffle_no_transpose, "old order"), (shuffle_inverse, "inverse shuffle"),
+                                          (shuffle_view, "use reshape"), (shuffle_flat, "order is wrong"),
+                                          (shuffle_reversed, "order is wrong"), ("f", "function itself")]),
+    "ch07.group_conv_params": (19_200, [(57_600, "ungrouped"), (6_400, "twice"), (19_320, "no biases"),
+                                        (160, "one filter"), (20_000, "too large")]),
+    "ch07.faster_block": (("A", _lat(1.0), _lat(2.0)), [
+        (("B", _lat(1.0), _lat(2.0)), "your measurement says A"),
+        (("A", _lat(2.0), _lat(1.0)), "your measurement says B"),
+        (("a", _lat(1.0), _lat(2.0)), "'A' or 'B'"),
+        (("A", 1.0, 2.0), "LatencyResult"),
+        (("A", _lat(1.0, repeats=3), _lat(2.0)), "at least 10"),
+        (("A", _lat(1.0), _lat(2.0, batch_size=8)), "same conditions"),
+        ("A", "triple")]),
+})
+
+
+# --------------------------------------------------------------------------- chapter 5
+
+
+class SeparableOK(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, act=torch.relu, padding=None,
+                 bias=False, groups=None):
+        super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
+        groups = in_channels if groups is None else groups
+        self.dw = nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(self.bn2(self.pw(self.act(self.bn1(self.dw(x))))))
+
+
+class SeparableStandard(SeparableOK):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, groups=1)
+
+
+class SeparableReLU6(SeparableOK):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, act=torch.nn.functional.relu6)
+
+
+class SeparableBias(SeparableOK):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, bias=True)
+
+
+class SeparableNoPadding(SeparableOK):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0)
+
+
+class SeparableNoLastReLU(SeparableOK):
+    def forward(self, x):
+        return self.bn2(self.pw(self.act(self.bn1(self.dw(x)))))
+
+
+class SeparableNoBN(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__()
+        self.dw = nn.Conv2d(in_channels, in_channels, kernel_size, stride, kernel_size // 2,
+                            groups=in_channels, bias=False)
+        self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x):
+        return torch.relu(self.pw(torch.relu(self.dw(x))))
+
+
+class SeparablePointwiseFirst(nn.Module):  # Xception's order
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__()
+        self.pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.dw = nn.Conv2d(out_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                            groups=out_channels, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x):
+        return torch.relu(self.bn2(self.dw(torch.relu(self.bn1(self.pw(x))))))
+
+
+EXERCISES.update({
+    "ch05.separable_block": (SeparableOK, [(SeparableStandard, "groups=1"), (SeparableReLU6, "ReLU6"),
+                                           (SeparableBias, "no biases"), (SeparableNoPadding, "padding"),
+                                           (SeparableNoLastReLU, "after the second BatchNorm"),
+                                           (SeparableNoBN, "BatchNorm after each"),
+                                           (SeparablePointwiseFirst, "first convolution is the 1x1"),
+                                           (SeparableOK(8, 8), "the class itself")]),
+    "ch05.separable_macs": (27_496_448, [(231_211_008, "standard 3x3"), (1_806_336, "depthwise convolution alone"),
+                                         (25_690_112, "pointwise convolution alone"), (54_992_896, "FLOPs"),
+                                         (29_302_784, "64 input channels"), (25_567_488, "keeps the 56x56"),
+                                         (8_768, "those are the weights"), (30_000_000, "too large")]),
+    "ch05.make_divisible": (16, [(11.2, "not a multiple of 8"), (8, "more than 10%"), (12, "not a multiple"),
+                                 (32, "thins the stem"), (24, "too large"), ("16", "give a number")]),
+})
+
+
+def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
+    assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))) is True
+    assert "a tie" in capsys.readouterr().out
+    assert check("ch07.faster_block", ("B", _lat(2.0), _lat(1.0))) is True
+    assert "as you predicted" in capsys.readouterr().out
+
+
 def test_every_exercise_has_a_reference_and_a_wrong_answer():
     missing = sorted(set(list_exercises()) - set(EXERCISES))
     assert not missing, f"add a reference and a wrong answer for {missing} to tests/test_check.py"

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlearn.measure import (
-    LatencyResult, conv2d_macs, conv2d_output_size, conv2d_params, conv_transpose2d_macs,
+    LatencyResult, compare_latency, conv2d_macs, conv2d_output_size, conv2d_params, conv_transpose2d_macs,
     conv_transpose2d_output_size, conv_transpose2d_params, count_macs, count_params, latency,
     linear_params, peak_memory, receptive_field, summary,
 )
@@ -267,3 +267,23 @@ def test_summary_table():
     text = str(summary(model, (3, 5, 5)))
     assert "Total params" in text
     assert "108" in text
+
+
+def test_compare_latency_interleaves_and_orders():
+    torch.manual_seed(0)
+    small = nn.Conv2d(16, 16, 1, bias=False)
+    big = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1, bias=False) for _ in range(4)])  # ~150x the MACs
+    results = compare_latency({"small": (small, (16, 32, 32)), "big": (big, (64, 32, 32))},
+                              rounds=3, repeats=3, warmup=1, threads=1)
+    assert list(results) == ["small", "big"]
+    for r in results.values():
+        assert isinstance(r, LatencyResult)
+        assert (r.repeats, r.batch_size, r.threads, r.device) == (9, 1, 1, "cpu")
+        assert 0 < r.q1_ms <= r.median_ms <= r.q3_ms
+    assert results["big"].median_ms > 3 * results["small"].median_ms
+    one = compare_latency({"small": (small, (16, 8, 8))}, rounds=1, repeats=2, warmup=0)
+    assert one["small"].q1_ms == one["small"].median_ms == one["small"].q3_ms
+    with pytest.raises(ValueError, match="models is empty"):
+        compare_latency({})
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        compare_latency({"small": (small, (16, 8, 8))}, rounds=0)

@@ -29,7 +29,8 @@ import torch.nn as nn
 
 from . import register_model
 from .layers import SqueezeExcite
-from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig, _copy_weights, _rename
+from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
+from .weights import copy_weights, rename
 
 __all__ = [
     "SE_PLACEMENTS", "SEPlacedBlock", "se_resnet",
@@ -131,7 +132,7 @@ def _init_like_resnet(module: nn.Module) -> None:
 
 
 def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16,
-              placement: str = "standard") -> ResNet:
+              placement: str = "standard", divisor: int = 1) -> ResNet:
     """A ResNet with a squeeze-and-excitation unit in every block.
 
     Args:
@@ -141,6 +142,9 @@ def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16
         reduction: the SE bottleneck keeps ``channels // reduction`` channels (``r``, 16
             in SE-ResNet; Hu et al., Sec. 6.1, Table 10); at most the smallest width.
         placement: where the unit sits, one of :data:`SE_PLACEMENTS`.
+        divisor: round the bottleneck width with :func:`~cnnlearn.models.layers.make_divisible`
+            to a multiple of this; 1 (no rounding) is the paper's ``C / r``. timm's
+            ``seresnet18/34`` use 8, which turns 64 // 16 = 4 into 8 in their first stage.
 
     Returns:
         For ``"standard"`` a :class:`ResNet` whose blocks hold the unit as ``attn``; for
@@ -152,7 +156,8 @@ def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16
     _check_se_arguments(reduction, placement)
     if config.attn_layer is not None:
         raise ValueError("config already has an attn_layer: pass the plain network's config")
-    se_layer = partial(SqueezeExcite.from_reduction, reduction=reduction)  # ReLU, sigmoid (Sec. 3.2)
+    se_layer = partial(SqueezeExcite.from_reduction, reduction=reduction,  # ReLU, sigmoid (Sec. 3.2)
+                       divisor=divisor)
     if placement == "standard":
         # resnet.py's own hook: the blocks apply attn_layer(out_channels) before the addition.
         return ResNet(dataclasses.replace(config, attn_layer=se_layer), num_classes)
@@ -220,7 +225,8 @@ _TIMM_SE_RULES = (
 
 
 def load_timm_seresnet(ours: ResNet, timm_model: nn.Module) -> ResNet:
-    """Copy the weights of timm's ``seresnet18/34/50/101/152`` into ours (standard placement).
+    """Copy the weights of timm's ``seresnet18/34/50/101/152`` into ours (standard placement;
+    for ``seresnet18/34`` build ours with ``se_resnet(..., divisor=8)``, as timm rounds).
 
     Names are translated by the explicit rules above (``conv1`` -> ``stem.conv.0``,
     ``layer3.2.se.fc1`` -> ``stages.stage3.2.attn.fc1``, ``layer2.0.downsample.0`` ->
@@ -235,4 +241,4 @@ def load_timm_seresnet(ours: ResNet, timm_model: nn.Module) -> ResNet:
     Returns:
         ``ours``, now computing the same function as ``timm_model``.
     """
-    return _copy_weights(ours, timm_model, lambda n: _rename(n, _TIMM_SE_RULES))
+    return copy_weights(ours, timm_model, lambda n: rename(n, _TIMM_SE_RULES))

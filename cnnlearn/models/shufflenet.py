@@ -60,6 +60,7 @@ __all__ = [
     "shufflenet_v1_g1_cifar", "shufflenet_v1_g3_cifar", "shufflenet_v1_g8_cifar",
     "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
     "shufflenet_v2_cifar",
+    "GUIDELINE_VARIANTS", "Fragments", "BenchBottleneck", "GuidelineNet", "guideline_net",
 ]
 
 # --------------------------------------------------------------------------- architectures as data
@@ -555,6 +556,131 @@ def shufflenet_v2_x2_0(num_classes: int = 1000) -> ShuffleNetV2:
 
 
 @register_model
-def shufflenet_v2_cifar(num_classes: int = 10) -> ShuffleNetV2:
-    """ShuffleNet v2 1x widths for 32x32 images: stride-1 stem, no max-pool (32 -> 16 -> 8 -> 4)."""
-    return ShuffleNetV2(shufflenet_v2_config(1.0), num_classes, cifar_stem=True)
+def shufflenet_v2_cifar(num_classes: int = 10, width: float = 1.0) -> ShuffleNetV2:
+    """ShuffleNet v2 for 32x32 images: stride-1 stem, no max-pool (32 -> 16 -> 8 -> 4).
+
+    ``width`` is one of Table 5's sizes (0.5, 1.0, 1.5, 2.0); 1x by default.
+    """
+    return ShuffleNetV2(shufflenet_v2_config(width), num_classes, cifar_stem=True)
+
+
+# --------------------------------------------------------------------------- the v2 paper's speed experiments
+
+# Section 2 of the ShuffleNet v2 paper tests four guidelines on small benchmark networks:
+# ten blocks in a row on a 56x56 input, the variants of one guideline built with the
+# same MACs so that any difference in speed is not a difference in arithmetic. The
+# variants, in the order of the rows of the paper's Tables 1-4:
+GUIDELINE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "G1": ("1:1", "1:2", "1:6", "1:12"),  # c1:c2, the widths of two 1x1 convolutions in a row
+    "G2": ("g=1", "g=2", "g=4", "g=8"),  # groups of a 1x1 convolution
+    "G3": ("1-fragment", "2-fragment-series", "4-fragment-series",
+           "2-fragment-parallel", "4-fragment-parallel"),  # one convolution split into pieces
+    "G4": ("ReLU and shortcut", "ReLU, no shortcut", "shortcut, no ReLU", "neither"),  # element-wise ops
+}
+
+
+class Fragments(nn.Module):
+    """``fragments`` 1x1 convolutions of ``channels -> channels``, in series or in parallel
+    (every branch reads the input; their outputs are added), guideline G3's block."""
+
+    def __init__(self, channels: int, fragments: int, parallel: bool) -> None:
+        super().__init__()
+        check_positive(channels=channels, fragments=fragments)
+        self.parallel = parallel
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False) for _ in range(fragments))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.parallel:
+            out = self.convs[0](x)
+            for conv in self.convs[1:]:
+                out = out + conv(x)  # the branches meet in an element-wise sum
+            return out
+        for conv in self.convs:
+            x = conv(x)
+        return x
+
+
+class BenchBottleneck(nn.Module):
+    """ResNet's bottleneck (He et al. 2016) without BatchNorm, guideline G4's block:
+    1x1 conv ``4c -> c``, 3x3 conv ``c -> c``, 1x1 conv ``c -> 4c``, each optionally
+    followed by ReLU, with an optional identity shortcut added before the last ReLU.
+    Removing the ReLUs or the shortcut leaves the MACs unchanged."""
+
+    def __init__(self, channels: int, relu: bool = True, shortcut: bool = True) -> None:
+        super().__init__()
+        check_positive(channels=channels)
+        wide = 4 * channels
+        self.conv1 = nn.Conv2d(wide, channels, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv3 = nn.Conv2d(channels, wide, 1, bias=False)
+        self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.conv1(x))  # (B, 4c, H, W) -> (B, c, H, W)
+        out = self.act(self.conv2(out))
+        out = self.conv3(out)  # -> (B, 4c, H, W)
+        if self.shortcut:
+            out = out + x
+        return self.act(out)
+
+
+class GuidelineNet(nn.Sequential):
+    """A benchmark network of one guideline: ``depth`` blocks in a row.
+
+    ``in_channels`` is the number of channels its input must have.
+    """
+
+    def __init__(self, blocks: list[nn.Module], in_channels: int) -> None:
+        super().__init__(*blocks)
+        self.in_channels = in_channels
+
+
+def guideline_net(guideline: str, variant: str, channels: int, depth: int = 10) -> GuidelineNet:
+    """One benchmark network of the ShuffleNet v2 paper's Section 2 (arXiv:1807.11164).
+
+    Every variant of a guideline has (almost) the MACs of its first variant, whose width
+    is ``channels``; the others get their widths from the MAC formula, rounded down:
+
+    * G1, two 1x1 convolutions ``c1 -> c2 -> c1`` per block, ``c1 * c2 = channels**2``:
+      ``c1 = floor(channels / sqrt(r))``, ``c2 = r * c1`` for the ratio ``1:r``.
+    * G2, one 1x1 convolution ``c -> c`` with ``g`` groups, ``c**2 / g = channels**2``:
+      ``c = sqrt(g) * channels``, rounded down to a multiple of ``g``.
+    * G3, :class:`Fragments` of ``n`` convolutions ``c -> c``, ``n * c**2 = channels**2``:
+      ``c = floor(channels / sqrt(n))``.
+    * G4, :class:`BenchBottleneck` of width ``channels`` (``4 * channels`` in and out),
+      with or without ReLU and shortcut; the MACs do not change.
+
+    Args:
+        guideline: ``"G1"``, ``"G2"``, ``"G3"`` or ``"G4"``.
+        variant: one of ``GUIDELINE_VARIANTS[guideline]``.
+        channels: the width of the first variant (the paper's "c for x1").
+        depth: blocks in a row (10 in the paper).
+
+    Returns:
+        The network; its input has ``net.in_channels`` channels.
+    """
+    if guideline not in GUIDELINE_VARIANTS:
+        raise ValueError(f"guideline={guideline!r} is not one of {list(GUIDELINE_VARIANTS)}")
+    if variant not in GUIDELINE_VARIANTS[guideline]:
+        raise ValueError(f"variant={variant!r} is not a variant of {guideline}; "
+                         f"choose one of {list(GUIDELINE_VARIANTS[guideline])}")
+    check_positive(channels=channels, depth=depth)
+    if guideline == "G1":
+        ratio = int(variant.split(":")[1])
+        c1 = int(channels / ratio ** 0.5)
+        c2 = ratio * c1
+        blocks = [nn.Sequential(nn.Conv2d(c1, c2, 1, bias=False), nn.Conv2d(c2, c1, 1, bias=False))
+                  for _ in range(depth)]
+        return GuidelineNet(blocks, c1)
+    if guideline == "G2":
+        groups = int(variant.split("=")[1])
+        c = int(channels * groups ** 0.5) // groups * groups
+        return GuidelineNet([nn.Conv2d(c, c, 1, groups=groups, bias=False) for _ in range(depth)], c)
+    if guideline == "G3":
+        fragments = int(variant[0])
+        c = int(channels / fragments ** 0.5)
+        return GuidelineNet([Fragments(c, fragments, variant.endswith("parallel")) for _ in range(depth)], c)
+    relu = variant.startswith("ReLU")
+    shortcut = variant in ("ReLU and shortcut", "shortcut, no ReLU")
+    return GuidelineNet([BenchBottleneck(channels, relu, shortcut) for _ in range(depth)], 4 * channels)
