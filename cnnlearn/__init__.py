@@ -17,7 +17,7 @@ from .measure import (
     latency, linear_params, peak_memory, receptive_field, summary,
 )
 from .models import create_model, list_models, register_model
-from .train import History, TrainConfig, evaluate, fit, predict
+from .train import History, TrainConfig, evaluate, fit, predict, recalibrate_bn
 from .viz import glue, plot_history, show_feature_maps, show_source
 
 __version__ = "0.1.0"

@@ -14,11 +14,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "safe_load", "load_checkpoint", "CorruptFileError"]
+__all__ = ["atomic_save", "safe_load", "load_checkpoint", "save_run", "restore_run", "CorruptFileError",
+           "CheckpointMismatchError"]
 
 
 class CorruptFileError(RuntimeError):
     """A checkpoint or cache file exists but cannot be read or fails validation."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint that belongs to a run with another config: the file is
+    fine, the request to resume from it is not."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -67,13 +73,41 @@ def load_checkpoint(path: str | os.PathLike, config: dict, required_keys: tuple[
     changed config would silently mix two experiments.
 
     Raises:
-        CorruptFileError: the file is unreadable, lacks a key, or was written with a
-            different config (the message names the fields that changed).
+        CorruptFileError: the file is unreadable or lacks a key.
+        CheckpointMismatchError: it was written with a different config (the message
+            names the fields that changed).
     """
     state = safe_load(path, (*required_keys, "config"))
     if state["config"] != config:
         changed = [k for k, v in config.items() if state["config"].get(k) != v]
-        raise CorruptFileError(
+        raise CheckpointMismatchError(
             f"checkpoint {path} was written with a different config (changed: {', '.join(changed)}); "
             f"delete it or pass another checkpoint path to start a new run")
+    return state
+
+
+def save_run(path: str | os.PathLike, stateful: dict[str, Any], history: Any, epoch: int,
+             config: dict, **extra: Any) -> None:
+    """Write a training run's checkpoint atomically: the ``state_dict()`` of every object
+    in ``stateful`` (models, optimizers, schedulers, scalers) under its key, the history
+    (``history.as_dict()``), the number of finished epochs, the CPU random state, the
+    ``config`` that :func:`load_checkpoint` compares, and any ``extra`` values."""
+    atomic_save({**{k: obj.state_dict() for k, obj in stateful.items()},
+                 "history": history.as_dict(), "epoch": epoch, "rng": torch.get_rng_state(),
+                 "config": config, **extra}, path)
+
+
+def restore_run(path: str | os.PathLike, stateful: dict[str, Any], config: dict,
+                extra_keys: tuple[str, ...] = ()) -> dict:
+    """Read a checkpoint written by :func:`save_run` for a run with this ``config``, load
+    every object of ``stateful`` from it, restore the CPU random state, and return the
+    checkpoint (for its ``history``, ``epoch`` and ``extra_keys``).
+
+    Raises:
+        CorruptFileError, CheckpointMismatchError: as :func:`load_checkpoint`.
+    """
+    state = load_checkpoint(path, config, (*stateful, "history", "epoch", "rng", *extra_keys))
+    for k, obj in stateful.items():
+        obj.load_state_dict(state[k])
+    torch.set_rng_state(state["rng"])
     return state

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .measure import conv2d_output_size
 
-__all__ = ["Exercise", "check", "list_exercises", "exercise"]
+__all__ = ["Exercise", "Verdict", "check", "list_exercises", "exercise"]
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,38 @@ def list_exercises(prefix: str = "") -> list[str]:
     return sorted(k for k in _EXERCISES if k.startswith(prefix))
 
 
-def check(id: str, answer: Any, quiet: bool = False) -> bool:
-    """Check an answer, print the verdict, and return whether it passed.
+class Verdict:
+    """What :func:`check` returns: true when the answer passed, with the message.
+
+    ``check`` has already printed the message, so in a notebook a ``Verdict`` at the end
+    of a cell displays nothing more (no stray ``False`` under the message).
+    """
+
+    __slots__ = ("passed", "message")
+
+    def __init__(self, passed: bool, message: str) -> None:
+        self.passed, self.message = bool(passed), message
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"Verdict(passed={self.passed}, message={self.message!r})"
+
+    def _ipython_display_(self) -> None:
+        """IPython calls this instead of showing the repr: the message is already printed."""
+
+
+def check(id: str, answer: Any, quiet: bool = False) -> Verdict:
+    """Check an answer and print the verdict.
 
     Args:
         id: the exercise id shown in the book, e.g. ``"ch01.output_size"``.
         answer: a number, a function or a module class, as the exercise asks.
-        quiet: return the verdict without printing.
+        quiet: do not print; only return the verdict.
+
+    Returns:
+        A :class:`Verdict`, true when the answer passed (``if check(...):`` works).
     """
     if id not in _EXERCISES:
         import difflib
@@ -65,9 +90,10 @@ def check(id: str, answer: Any, quiet: bool = False) -> bool:
         passed, message = _EXERCISES[id].checker(answer)
     except Exception as e:  # the learner's code raised: report it as a failed attempt
         passed, message = False, f"your answer raised {type(e).__name__}: {e}"
+    message = ("✅ Correct. " if passed else "❌ Not yet. ") + message
     if not quiet:
-        print(("✅ Correct. " if passed else "❌ Not yet. ") + message)
-    return passed
+        print(message)
+    return Verdict(passed, message)
 
 
 def _number(answer: Any, expected: int, hints: dict[int, str], unit: str = "") -> tuple[bool, str]:

@@ -302,8 +302,22 @@ def load_images(name: str, split: str = "train") -> ImageSet:
     return _store(name, split, folder, *raw)
 
 
+def _cache_prefix(name: str, split: str, folder: Path) -> str:
+    """``<name>-<split>-<source>``: one source folder's cache files share it."""
+    source = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+    return f"{name}-{split}-{source}"
+
+
 def _cache_file(name: str, split: str, folder: Path) -> Path:
-    return cache_dir() / "decoded" / f"{name}-{split}-{_fingerprint(folder, split)}.pt"
+    return cache_dir() / "decoded" / f"{_cache_prefix(name, split, folder)}-{_fingerprint(folder, split)}.pt"
+
+
+def _prune_stale(path: Path, name: str, split: str, folder: Path) -> None:
+    """Delete the cache files of the same source whose fingerprint is outdated: a changed
+    source folder would otherwise leave ~150 MB behind each time."""
+    for old in path.parent.glob(f"{_cache_prefix(name, split, folder)}-*.pt"):
+        if old != path:
+            old.unlink(missing_ok=True)
 
 
 def _load_cached(name: str, split: str, folder: Path) -> ImageSet | None:
@@ -332,7 +346,9 @@ def _store(name: str, split: str, folder: Path, images: torch.Tensor, labels: to
            "version": _FORMAT_VERSION, "source": str(folder)}
     _validate(obj, name, split)
     try:
-        atomic_save(obj, _cache_file(name, split, folder))
+        path = _cache_file(name, split, folder)
+        atomic_save(obj, path)
+        _prune_stale(path, name, split, folder)
     except OSError as e:  # a read-only home still works, just without the cache
         warnings.warn(f"could not write the decoded cache ({e}); continuing without it", stacklevel=3)
     return ImageSet(images, labels, spec.classes, str(folder))

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import atomic_save, load_checkpoint
+from ._io import restore_run, save_run
 from .budget import get_device
 
 __all__ = [
@@ -241,6 +241,8 @@ def fit_gan(
         ValueError: bad config, ``config.nz`` differs from the generator's, the loader is
             empty, or its images are not in [-1, 1].
         FloatingPointError: a loss became NaN or infinite.
+        CorruptFileError: the checkpoint file exists but cannot be read.
+        CheckpointMismatchError: the checkpoint belongs to a run with another config.
     """
     if not isinstance(config, GANConfig):
         raise ValueError(f"config must be a GANConfig, got {type(config).__name__}")
@@ -261,15 +263,11 @@ def fit_gan(
     history = GANHistory()
     start_epoch = 0
 
+    stateful = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = _load_checkpoint(Path(checkpoint), cfg)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        state = restore_run(checkpoint, stateful, _config_key(cfg), extra_keys=("noise_rng", "noise_device"))
         history = GANHistory(**state["history"])
         start_epoch = state["epoch"]
-        torch.set_rng_state(state["rng"])
         if state["noise_device"] == device.type:
             noise.set_state(state["noise_rng"])
         else:  # a generator's state only fits a generator of the same device type
@@ -334,23 +332,14 @@ def fit_gan(
                 history.samples.append(image_grid(_generate(generator, fixed_z)))
             bar.set_postfix(d_loss=f"{sum(d_loss) / len(d_loss):.3f}", g_loss=f"{sum(g_loss) / len(g_loss):.3f}")
             if checkpoint is not None:
-                atomic_save({
-                    "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                    "history": history.as_dict(), "epoch": epoch + 1,
-                    "rng": torch.get_rng_state(), "noise_rng": noise.get_state(),
-                    "noise_device": device.type, "config": _config_key(cfg),
-                }, checkpoint)
+                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg),
+                         noise_rng=noise.get_state(), noise_device=device.type)
             if callback is not None:
                 callback(epoch + 1, history)
     finally:
         bar.close()
     return history
 
-
-def _load_checkpoint(path: Path, cfg: GANConfig) -> dict:
-    keys = ("generator", "discriminator", "opt_g", "opt_d", "history", "epoch", "rng", "noise_rng", "noise_device")
-    return load_checkpoint(path, _config_key(cfg), keys)
 
 
 # --------------------------------------------------------------------------- using a generator

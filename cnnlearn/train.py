@@ -19,11 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import atomic_save, load_checkpoint
+from ._io import restore_run, save_run
 from .budget import get_device
 from .data import Data, DeviceLoader
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "lr_multiplier"]
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "recalibrate_bn", "lr_multiplier"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,51 @@ def evaluate(
 
 
 @torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module, loader: DeviceLoader, *, batches: int | None = None, channels_last: bool = False,
+) -> int:
+    """Re-estimate every BatchNorm's running mean and variance from ``loader``.
+
+    In eval mode BatchNorm normalises with running averages that training updates by
+    ``momentum`` per step. With a small momentum (0.01 in the TensorFlow-derived
+    MobileNetV3) and few steps, those averages are still near their initial values
+    (mean 0, variance 1) when training stops, and the evaluated network is a different
+    function from the trained one. This resets them and averages over whole batches
+    (``momentum=None``: a cumulative mean), with no gradient and no weight changed.
+
+    Args:
+        model: the network, on the loader's device; its train/eval mode is restored.
+        loader: batches ``(x, y)``, usually the training loader.
+        batches: use at most this many batches (default: one pass over the loader).
+        channels_last: NHWC inputs (match the model's memory format).
+
+    Returns:
+        The number of BatchNorm layers recalibrated (0: nothing to do).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return 0
+    if batches is not None and batches < 1:
+        raise ValueError(f"batches must be >= 1 or None, got {batches}")
+    saved, was_training = [m.momentum for m in norms], model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if batches is not None and i >= batches:
+                break
+            model(_prepare_input(x, channels_last))
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(norms)
+
+
+@torch.no_grad()
 def predict(
     model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, amp: bool = True,
     channels_last: bool = False,
@@ -208,6 +253,12 @@ def fit(
 
     Returns:
         The :class:`History` of every epoch, including those before a resume.
+
+    Raises:
+        ValueError: ``data`` does not come from :func:`cnnlearn.load_data`.
+        FloatingPointError: the training loss became NaN or infinite.
+        CorruptFileError: the checkpoint file exists but cannot be read.
+        CheckpointMismatchError: the checkpoint belongs to a run with another config.
     """
     if not isinstance(data, Data):
         raise ValueError("data must come from cnnlearn.load_data(...)")
@@ -231,15 +282,11 @@ def fit(
     start_epoch = 0
     torch.manual_seed(cfg.seed)
 
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = _load_checkpoint(Path(checkpoint), cfg)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        state = restore_run(checkpoint, stateful, _config_key(cfg))
         history = History(**state["history"])
         start_epoch = state["epoch"]
-        torch.set_rng_state(state["rng"])
         if start_epoch >= cfg.epochs:
             return history
 
@@ -288,19 +335,10 @@ def fit(
                            lr=optimizer.param_groups[0]["lr"], epoch_time=epoch_time)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.3f}")
             if checkpoint is not None:
-                atomic_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "history": history.as_dict(), "epoch": epoch + 1,
-                    "rng": torch.get_rng_state(), "config": _config_key(cfg),
-                }, checkpoint)
+                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg))
             if callback is not None:
                 callback(epoch + 1, history)
     finally:
         bar.close()
     return history
 
-
-def _load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    keys = ("model", "optimizer", "scheduler", "scaler", "history", "epoch", "rng")
-    return load_checkpoint(path, _config_key(cfg), keys)

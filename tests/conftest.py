@@ -170,3 +170,33 @@ def _close_figures():
     """Close every matplotlib figure a test left open."""
     yield
     plt.close("all")
+
+
+def _demanding_reference(model: torch.nn.Module, size: int = 224) -> torch.nn.Module:
+    """Make the reference a demanding test case: random BN scales and shifts, and BN
+    statistics measured on random images (fresh BNs are identities, and a randomly
+    initialised deep net without them collapses to nearly the same output for every image)."""
+    g = torch.Generator().manual_seed(0)
+    model.eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.reset_running_stats()
+                m.momentum = None  # a plain average of what it sees
+                m.train()          # only the BNs: dropout and stochastic depth stay off
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
+        model(torch.randn(2, 3, size, size, generator=g))
+        for m in model.modules():  # keep near-constant channels from amplifying rounding
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.clamp_(min=1e-2)
+    return model.eval()
+
+
+@pytest.fixture
+def demanding_reference():
+    """``f(torchvision_model, size=224) -> model`` in eval mode, made a demanding reference
+    for weight-copy equality tests."""
+    return _demanding_reference

@@ -515,9 +515,9 @@ EXERCISES.update({
 
 
 def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
-    assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))) is True
+    assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))).passed is True
     assert "a tie" in capsys.readouterr().out
-    assert check("ch07.faster_block", ("B", _lat(2.0), _lat(1.0))) is True
+    assert check("ch07.faster_block", ("B", _lat(2.0), _lat(1.0))).passed is True
     assert "as you predicted" in capsys.readouterr().out
 
 
@@ -530,7 +530,7 @@ def test_every_exercise_has_a_reference_and_a_wrong_answer():
 @pytest.mark.parametrize("exercise_id", sorted(EXERCISES))
 def test_reference_passes(exercise_id, capsys):
     reference, _ = EXERCISES[exercise_id]
-    assert check(exercise_id, reference) is True
+    assert check(exercise_id, reference).passed is True
     assert capsys.readouterr().out.startswith("✅ Correct.")
 
 
@@ -538,15 +538,15 @@ def test_reference_passes(exercise_id, capsys):
                                                 for i in range(len(wrong))])
 def test_wrong_answer_fails_with_its_hint(exercise_id, index, capsys):
     wrong, hint = EXERCISES[exercise_id][1][index]
-    assert check(exercise_id, wrong) is False
+    assert check(exercise_id, wrong).passed is False
     out = capsys.readouterr().out
     assert out.startswith("❌ Not yet.")
     assert hint in out
 
 
 def test_quiet_prints_nothing(capsys):
-    assert check("ch01.output_size", 16, quiet=True) is True
-    assert check("ch01.output_size", 15, quiet=True) is False
+    assert check("ch01.output_size", 16, quiet=True).passed is True
+    assert check("ch01.output_size", 15, quiet=True).passed is False
     assert capsys.readouterr().out == ""
 
 
@@ -560,7 +560,7 @@ def test_a_raising_answer_is_a_failed_attempt(capsys):
         def __init__(self, in_channels, num_classes):
             raise RuntimeError("oops")
 
-    assert check("ch01.gap_head", Broken) is False
+    assert check("ch01.gap_head", Broken).passed is False
     assert "your answer raised RuntimeError: oops" in capsys.readouterr().out
 
 
@@ -578,3 +578,11 @@ def test_list_and_register():
     assert all(k.startswith("ch01.conv") for k in some)
     with pytest.raises(ValueError, match="already registered"):
         exercise("ch01.output_size", "again")(lambda answer: (True, ""))
+
+
+def test_verdict_is_truthy_and_displays_nothing_more(capsys):
+    verdict = check("ch01.output_size", 16)
+    assert verdict and verdict.passed and verdict.message.startswith("✅ Correct.")
+    assert not check("ch01.output_size", 15, quiet=True)
+    assert "passed=True" in repr(verdict)
+    assert verdict._ipython_display_() is None    # IPython shows nothing for it: the message is printed

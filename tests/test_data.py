@@ -404,3 +404,17 @@ def test_normalize_denormalize_round_trip():
     # The dataset mean maps to zero.
     mean_img = (torch.tensor([0.5, 0.4, 0.3]) * 255)[None, :, None, None].expand(1, 3, 2, 2)
     torch.testing.assert_close(loader.normalize(mean_img), torch.zeros(1, 3, 2, 2), atol=1e-5, rtol=0)
+
+
+def test_a_changed_source_file_rebuilds_the_cache_and_prunes_the_old_one(data_env, tmp_path):
+    before = load_images("cifar10", "test")
+    (old_cache,) = _cache_files(tmp_path)
+    files = data_env.folder_files["test"]
+    same_kind = [i for i, f in enumerate(files) if f.suffix == files[0].suffix]
+    a, b = same_kind[0], same_kind[-1]
+    assert not torch.equal(before.images[a], before.images[b])
+    files[a].write_bytes(files[b].read_bytes())          # replace image a by a copy of image b
+    after = load_images("cifar10", "test")
+    assert torch.equal(after.images[a], before.images[b])  # decoded again, not read from the old cache
+    (new_cache,) = _cache_files(tmp_path)                   # the outdated file is gone
+    assert new_cache != old_cache

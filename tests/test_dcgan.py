@@ -17,7 +17,7 @@ from cnnlearn import (
     conv2d_macs, conv2d_output_size, conv2d_params, conv_transpose2d_macs,
     conv_transpose2d_output_size, conv_transpose2d_params, count_macs, count_params, create_model,
 )
-from cnnlearn._io import CorruptFileError
+from cnnlearn._io import CheckpointMismatchError, CorruptFileError
 from cnnlearn.data import DeviceLoader
 from cnnlearn.gan import (
     GANConfig, discriminator_step, fit_gan, generator_step, image_grid, interpolate, latent,
@@ -353,7 +353,7 @@ def test_resume_continues_identically(tmp_path):
             assert torch.equal(v, w), k
     # a finished run returns its history; a different config refuses the checkpoint
     assert fit_gan(g3, d3, loader, cfg, device="cpu", progress=False, checkpoint=ckpt).d_loss == a["d_loss"]
-    with pytest.raises(CorruptFileError, match="changed: lr"):
+    with pytest.raises(CheckpointMismatchError, match="changed: lr"):
         fit_gan(g3, d3, loader, GANConfig(epochs=3, nz=8, n_fixed=4, seed=3, lr=1e-3),
                 device="cpu", progress=False, checkpoint=ckpt)
 

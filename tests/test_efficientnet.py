@@ -1,4 +1,6 @@
 """EfficientNet: MBConv, stochastic depth, compound scaling, torchvision equality."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -13,27 +15,6 @@ from cnnlearn.models.efficientnet import (
 from cnnlearn.models.layers import SqueezeExcite
 
 
-def _randomize_reference(model: nn.Module, size: int = 224) -> nn.Module:
-    """Make the reference a demanding test case: random BN scales and shifts, and BN
-    statistics measured on random images (fresh BNs are identities, and a randomly
-    initialised deep net without them collapses to nearly the same output for every image)."""
-    g = torch.Generator().manual_seed(0)
-    model.eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.reset_running_stats()
-                m.momentum = None  # a plain average of what it sees
-                m.train()          # only the BNs: dropout and stochastic depth stay off
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
-        model(torch.randn(2, 3, size, size, generator=g))
-        for m in model.modules():  # keep near-constant channels from amplifying rounding
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_var.clamp_(min=1e-2)
-    return model.eval()
 
 
 
@@ -58,9 +39,9 @@ def test_scaled_variants_params_equal_torchvision(name, params):
     assert [len(s) for s in ours.stages] == [len(s) for s in tv.features[1:-1]]
 
 
-def test_b0_outputs_equal_torchvision_after_copying_weights():
+def test_b0_outputs_equal_torchvision_after_copying_weights(demanding_reference):
     torch.manual_seed(0)
-    tv = _randomize_reference(torchvision.models.efficientnet_b0(weights=None))
+    tv = demanding_reference(torchvision.models.efficientnet_b0(weights=None))
     ours = efficientnet_b0()
     load_torchvision_weights(ours, tv)
     ours.eval()
@@ -229,3 +210,15 @@ def test_forward_shape_and_every_parameter_gets_a_gradient(name):
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, f"{pname} got a zero gradient"
     assert set(dict(model.named_children())) == {"stem", "stages", "head"}
+
+
+def test_fresh_cifar_network_starts_near_chance_loss():
+    # With the authors' +-1/sqrt(num_classes) classifier, 10 classes start with logits about
+    # ten times too large (a first loss near 4.4); +-1/sqrt(in_features) starts near ln 10.
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0_cifar")
+    bound = model.head.classifier.weight.abs().max().item()
+    assert bound <= 1 / math.sqrt(model.head.classifier.in_features)
+    logits = model(torch.randn(32, 3, 32, 32))
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (32,)))
+    assert abs(loss.item() - math.log(10)) < 0.5

@@ -115,27 +115,6 @@ def test_mobilenet_v1_stage_shapes():
 # --------------------------------------------------------------------------- v2 / v3 vs torchvision
 
 
-def _randomize_reference(model: nn.Module, size: int = 224) -> nn.Module:
-    """Make the reference a demanding test case: random BN scales and shifts, and BN
-    statistics measured on random images (fresh BNs are identities, and a randomly
-    initialised deep net without them collapses to nearly the same output for every image)."""
-    g = torch.Generator().manual_seed(0)
-    model.eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.reset_running_stats()
-                m.momentum = None  # a plain average of what it sees
-                m.train()          # only the BNs: dropout and stochastic depth stay off
-            elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
-        model(torch.randn(2, 3, size, size, generator=g))
-        for m in model.modules():  # keep near-constant channels from amplifying rounding
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_var.clamp_(min=1e-2)
-    return model.eval()
 
 
 
@@ -158,10 +137,10 @@ def test_params_and_macs_equal_torchvision(name):
 
 
 @pytest.mark.parametrize("name", list(REFERENCES))
-def test_outputs_equal_torchvision_after_copying_weights(name):
+def test_outputs_equal_torchvision_after_copying_weights(name, demanding_reference):
     ours_fn, tv_fn, _, _ = REFERENCES[name]
     torch.manual_seed(0)
-    tv = _randomize_reference(tv_fn(weights=None))
+    tv = demanding_reference(tv_fn(weights=None))
     ours = ours_fn()
     load_torchvision_weights(ours, tv)
     ours.eval()
@@ -251,6 +230,18 @@ def test_bad_arguments_raise_clear_errors():
         resolution_for(1.5)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         MobileNetV1()(torch.randn(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="bn_momentum"):
+        MobileNetV3(MOBILENET_V3_SMALL, 1024, bn_momentum=0.0)
+
+
+def test_v3_batchnorm_momentum_reference_for_imagenet_default_for_cifar():
+    # The reference's slow running averages (0.01) leave a short CIFAR run with BatchNorm
+    # statistics near their initial values, so the CIFAR variant uses PyTorch's 0.1.
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert momenta(create_model("mobilenet_v3_small")) == {0.01}
+    assert momenta(create_model("mobilenet_v3_large")) == {0.01}
+    assert momenta(create_model("mobilenet_v3_small_cifar")) == {0.1}
 
 
 # --------------------------------------------------------------------------- every registered model

@@ -9,10 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlearn._io import CorruptFileError
+from cnnlearn._io import CheckpointMismatchError, CorruptFileError
 from cnnlearn.data import Data, DeviceLoader
 from cnnlearn.train import (
     History, TrainConfig, _make_optimizer, _param_groups, evaluate, fit, lr_multiplier, predict,
+    recalibrate_bn,
 )
 
 NUM_CLASSES = 4
@@ -175,7 +176,7 @@ def test_resume_gives_the_same_run(tmp_path):
 def test_checkpoint_with_another_config_is_refused(tmp_path):
     path = tmp_path / "run.pt"
     fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=1), checkpoint=path, progress=False)
-    with pytest.raises(CorruptFileError, match=r"different config \(changed: epochs, lr\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"different config \(changed: epochs, lr\)"):
         fit(tiny_net(), brightness_data(n_train=32), TrainConfig(epochs=2, lr=0.2), checkpoint=path, progress=False)
 
 
@@ -253,3 +254,31 @@ def test_history_repr_and_empty():
     assert repr(h) == "History(empty)" and math.isnan(h.final_test_acc)
     h.append(epoch=1, train_loss=1.0, train_acc=0.5, test_loss=1.1, test_acc=0.25, lr=0.1, epoch_time=2.0)
     assert h.final_test_acc == 0.25 and "25.00%" in repr(h)
+
+
+def test_recalibrate_bn_measures_the_training_statistics():
+    data = brightness_data(n_train=64)
+    loader = DeviceLoader(data.train.images, data.train.labels, 16, MEAN, STD)   # fixed order, 4 batches
+    model = tiny_net().eval()
+    bn = model[1]
+    bn.momentum = 0.01                                  # as MobileNetV3: slow running averages
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    with torch.no_grad():
+        feats = torch.cat([model[0](x) for x, _ in loader])           # (N, 8, 8, 8) conv outputs
+    assert recalibrate_bn(model, loader) == 1
+    torch.testing.assert_close(bn.running_mean, feats.mean(dim=(0, 2, 3)))
+    # the cumulative average of the batches' unbiased variances (equal batch sizes)
+    per_batch = feats.reshape(4, 16, 8, 8, 8).transpose(1, 2).reshape(4, 8, -1).var(dim=2)
+    torch.testing.assert_close(bn.running_var, per_batch.mean(0))
+    assert bn.momentum == 0.01 and not model.training            # settings and mode restored
+    for k, v in weights.items():
+        assert torch.equal(model.state_dict()[k], v), k          # no weight changed
+    assert recalibrate_bn(model, loader, batches=1) == 1
+    torch.testing.assert_close(bn.running_mean, feats[:16].mean(dim=(0, 2, 3)))
+
+
+def test_recalibrate_bn_without_batchnorm_and_bad_batches():
+    data = brightness_data()
+    assert recalibrate_bn(nn.Sequential(nn.Flatten(), nn.Linear(192, 4)), data.train) == 0
+    with pytest.raises(ValueError, match="batches must be >= 1"):
+        recalibrate_bn(tiny_net(), data.train, batches=0)
