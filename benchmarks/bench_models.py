@@ -1,18 +1,18 @@
 """Forward latency of our networks against their torchvision twins, side by side.
 
-For every pair both models are built, given the same weights where a loader exists,
-and timed alternately (``cnnlearn.latency``: warm-up, median of repeats, fixed
-threads); the ratio of the medians is printed. A ratio near 1.0 means building a
+For every pair both models are built and timed in interleaved rounds
+(``cnnlearn.measure.compare_latency``: each round times both, starting with the other
+model than the round before, so neither always runs first on a warm cache; warm-up,
+median of repeats, fixed threads); the ratio of the medians is printed. A ratio near 1.0 means building a
 network "from scratch" for teaching costs nothing at run time.
 """
 from __future__ import annotations
-
-import statistics
 
 import torch
 import torchvision
 
 import cnnlearn
+from cnnlearn.measure import compare_latency
 
 # (our name, torchvision constructor, input size); pairs whose model is not registered are skipped.
 PAIRS = [
@@ -26,20 +26,18 @@ PAIRS = [
 ]
 
 
-def main(rounds: int = 3, repeats: int = 10, threads: int = 2) -> dict:
+def main(rounds: int = 6, repeats: int = 10, threads: int = 2) -> dict:
     results = {}
     available = set(cnnlearn.list_models())
     for name, tv_factory, size in PAIRS:
         if name not in available:
             continue
         ours, theirs = cnnlearn.create_model(name).eval(), tv_factory(weights=None).eval()
-        a, b = [], []
-        for _ in range(rounds):  # alternate, so drifts in machine load hit both
-            a.append(cnnlearn.latency(ours, size, repeats=repeats, warmup=2, threads=threads).median_ms)
-            b.append(cnnlearn.latency(theirs, size, repeats=repeats, warmup=2, threads=threads).median_ms)
-        ratio = statistics.median(a) / statistics.median(b)
+        r = compare_latency({"ours": (ours, size), "torchvision": (theirs, size)},
+                            rounds=rounds, repeats=repeats, warmup=2, threads=threads)
+        ratio = r["ours"].median_ms / r["torchvision"].median_ms
         results[name] = ratio
-        print(f"{name:<20} ours {statistics.median(a):8.2f} ms  torchvision {statistics.median(b):8.2f} ms  "
+        print(f"{name:<20} ours {r['ours'].median_ms:8.2f} ms  torchvision {r['torchvision'].median_ms:8.2f} ms  "
               f"latency_ratio_vs_torchvision: {ratio:.2f}")
     return results
 

@@ -74,6 +74,11 @@ class ConvBNAct(nn.Sequential):
         if norm_layer is not None:
             layers.append(norm_layer(out_channels))
         if act_layer is not None:
+            # Not in place, unlike torchvision (inplace=True): an in-place activation would
+            # overwrite the BatchNorm output that a reader's forward hook has just captured,
+            # and feature-map pictures would silently show post-activation values. The cost
+            # is one more tensor per layer: `make bench` measures MobileNetV2 about 5-9%
+            # slower than torchvision's on a CPU, and about equal with in-place activations.
             layers.append(act_layer())
         super().__init__(*layers)
         self.out_channels = out_channels
