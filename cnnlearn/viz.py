@@ -147,23 +147,39 @@ def show_images(
 
 
 def plot_history(histories: History | Mapping[str, History], title: str = "Training curves"):
-    """Loss and error curves of one run or of several named runs (train dashed, test solid)."""
+    """Loss and error curves of one run or of several named runs (train dashed, test solid).
+
+    The loss axis is logarithmic, so that an early spike (a test loss of 25 in the first
+    epoch is common with BatchNorm and few steps) does not flatten every later value. With
+    several runs, one legend beside the plots names the runs by colour and the line styles.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
     if isinstance(histories, History):
         histories = {"": histories}
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    handles = []
     for i, (name, h) in enumerate(histories.items()):
         c = colors[i % len(colors)]
-        label = f"{name} " if name else ""
-        ax_loss.plot(h.epoch, h.train_loss, "--", color=c, label=f"{label}train")
-        ax_loss.plot(h.epoch, h.test_loss, "-", color=c, label=f"{label}test")
-        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.train_acc], "--", color=c, label=f"{label}train")
-        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.test_acc], "-", color=c, label=f"{label}test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+        ax_loss.plot(h.epoch, h.train_loss, "--", color=c)
+        ax_loss.plot(h.epoch, h.test_loss, "-", color=c)
+        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.train_acc], "--", color=c)
+        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.test_acc], "-", color=c)
+        if name:
+            handles.append(Line2D([], [], color=c, label=name))
+    handles += [Line2D([], [], color="gray", ls="--", label="train"),
+                Line2D([], [], color="gray", ls="-", label="test")]
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss", yscale="log")
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="Error")
     for ax in (ax_loss, ax_err):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    if len(handles) > 2:   # several runs: one legend for both plots, beside them
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    else:
+        ax_err.legend(handles=handles, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

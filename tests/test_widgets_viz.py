@@ -149,8 +149,12 @@ def test_plot_history():
     assert len(loss_ax.lines) == 2 and list(loss_ax.lines[0].get_ydata()) == h.train_loss
     assert err_ax.lines[1].get_ydata()[0] == pytest.approx(75.0)  # 100 * (1 - 0.25)
     assert loss_ax.get_xlabel() == "epoch"
+    assert loss_ax.get_yscale() == "log"
+    assert [t.get_text() for t in err_ax.get_legend().get_texts()] == ["train", "test"]
     two = plot_history({"a": h, "b": h})
     assert len(two.axes[0].lines) == 4
+    (legend,) = two.legends                       # one legend for both plots: runs, then styles
+    assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "train", "test"]
     plt.close("all")
 
 
