@@ -154,7 +154,7 @@ def plot_history(histories: History | Mapping[str, History], title: str = "Train
     several runs, one legend beside the plots names the runs by colour and the line styles.
     """
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
     if isinstance(histories, History):
         histories = {"": histories}
@@ -172,6 +172,9 @@ def plot_history(histories: History | Mapping[str, History], title: str = "Train
     handles += [Line2D([], [], color="gray", ls="--", label="train"),
                 Line2D([], [], color="gray", ls="-", label="test")]
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss", yscale="log")
+    ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))  # ... 1, 2, 3, 5, 7, 10 ...
+    ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))        # plain numbers, not 2x10^0
+    ax_loss.yaxis.set_minor_formatter(NullFormatter())
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="Error")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3, which="both")
