@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .measure import conv2d_output_size
+from .models.weights import randomize_batchnorm
 
 __all__ = ["Exercise", "Verdict", "check", "list_exercises", "exercise"]
 
@@ -94,6 +95,13 @@ def check(id: str, answer: Any, quiet: bool = False) -> Verdict:
     if not quiet:
         print(message)
     return Verdict(passed, message)
+
+
+def _not_a_module_class(cls: Any) -> str | None:
+    """The message for an answer that should be an nn.Module class and is not, else None."""
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        return None
+    return "pass the class itself (a subclass of nn.Module), not an instance."
 
 
 def _number(answer: Any, expected: int, hints: dict[int, str], unit: str = "") -> tuple[bool, str]:
@@ -183,8 +191,8 @@ def _ch01_output_size_fn(fn):
           "Write an nn.Module class GAPHead(in_channels, num_classes) that maps (B, C, H, W) to "
           "(B, num_classes) with global average pooling and one linear layer, for any H and W.")
 def _ch01_gap_head(cls):
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    if problem := _not_a_module_class(cls):
+        return False, problem
     head = cls(64, 10).eval()
     n = sum(p.numel() for p in head.parameters())
     if n != 64 * 10 + 10:
@@ -213,19 +221,6 @@ def _ch01_gap_head(cls):
 # --------------------------------------------------------------------------- chapter 2
 
 
-def _randomize_bn(module: nn.Module, seed: int = 0) -> None:
-    """Non-default BN statistics and affine parameters, so that a BN in the wrong place shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-
-
 @exercise("ch02.basic_block",
           "Write an nn.Module class BasicBlockA(in_channels, out_channels, stride=1): ResNet's basic block "
           "(conv1 3x3 with the stride, bn1, ReLU, conv2 3x3, bn2, add the shortcut, ReLU) with an option-A "
@@ -237,13 +232,13 @@ def _ch02_basic_block(cls):
     from .measure import count_params
     from .models.resnet import BasicBlock, make_shortcut
 
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    if problem := _not_a_module_class(cls):
+        return False, problem
     for cin, cout, stride in ((16, 16, 1), (16, 32, 2)):
         torch.manual_seed(0)
         shortcut = make_shortcut("A", cin, cout, stride) if (cin, stride) != (cout, 1) else None
         ref = BasicBlock(cin, cout, stride, shortcut).eval()
-        _randomize_bn(ref)
+        randomize_batchnorm(ref, spread=0.2)  # a BN in the wrong place shows
         ours = cls(cin, cout, stride).eval()
         n, expected = count_params(ours), count_params(ref)
         if n != expected:
@@ -401,8 +396,8 @@ def _random_se(channels: int, reduced: int, seed: int = 0) -> nn.Module:
           "pooling, excite with Linear(channels -> channels // reduction), ReLU, Linear(-> channels), "
           "sigmoid, and multiply the input's channels by the gates.")
 def _ch06_se_module(cls):
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    if problem := _not_a_module_class(cls):
+        return False, problem
     for channels, reduction in ((64, 16), (48, 8)):
         reduced = channels // reduction
         se = cls(channels, reduction).eval()
@@ -466,16 +461,12 @@ def _ch06_add_se(cls):
     from .models.resnet import BasicBlock, make_shortcut
     from .models.senet import SEPlacedBlock
 
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    if problem := _not_a_module_class(cls):
+        return False, problem
     torch.manual_seed(0)
     cin, cout, reduction = 16, 32, 4
     block = BasicBlock(cin, cout, 2, make_shortcut("A", cin, cout, 2)).eval()
-    with torch.no_grad():
-        for m in block.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
-                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+    randomize_batchnorm(block, spread=0.2)
     pristine = copy.deepcopy(block)  # the learner's class may change the block it is given
     ours = cls(block, reduction).eval()
     se = getattr(ours, "se", None)
@@ -717,12 +708,7 @@ def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.
 
     torch.manual_seed(seed)
     ref = DepthwiseSeparableConv(cin, cout, k, s).eval()
-    with torch.no_grad():  # random BN statistics: a fresh BN in eval mode is the identity
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.3, 0.3)
-                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
-    return ref
+    return randomize_batchnorm(ref, seed, spread=0.2)  # a fresh BN in eval mode is the identity
 
 
 @exercise("ch05.separable_block",
@@ -732,8 +718,8 @@ def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.
 def _ch05_separable_block(cls):
     import torch.nn.functional as F
 
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return False, "pass the class itself (a subclass of nn.Module), not an instance."
+    if problem := _not_a_module_class(cls):
+        return False, problem
     for cin, cout, k, s, size in ((16, 32, 3, 1, 8), (8, 24, 5, 2, 9)):
         ours = cls(cin, cout, k, s).eval()
         convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]

@@ -185,7 +185,12 @@ def recalibrate_bn(
 
     Returns:
         The number of BatchNorm layers recalibrated (0: nothing to do).
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Module``, or ``batches`` is below 1.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
     if not norms:

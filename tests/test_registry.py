@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from cnnlearn import count_macs, count_params, create_model, list_models, register_model
 from cnnlearn.models.alexnet import AlexNet, alexnet, alexnet_cifar, load_torchvision_alexnet
+from cnnlearn.models.weights import randomize_batchnorm
 
 # --------------------------------------------------------------------------- the registry
 
@@ -143,3 +144,22 @@ def test_alexnet_matches_torchvision_outputs(alexnet_pair):
         torch.testing.assert_close(other(x), expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="shape mismatch"):
         load_torchvision_alexnet(alexnet_cifar(), theirs)
+
+
+def test_randomize_batchnorm_is_seeded_and_makes_bn_non_trivial():
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.BatchNorm2d(8, affine=False))
+    a, b = randomize_batchnorm(net(), seed=3), randomize_batchnorm(net(), seed=3)
+    bn = a[1]
+    assert torch.equal(bn.running_var, b[1].running_var) and torch.equal(bn.bias, b[1].bias)
+    assert 0.5 <= bn.weight.min() and bn.weight.max() < 1.5 and 0.5 <= bn.running_var.min()
+    assert not torch.equal(bn.running_mean, torch.zeros(8))           # no longer the identity in eval mode
+    assert torch.equal(a[3].running_var, torch.ones(8))              # a BN without affine parameters is left alone
+    fresh = net()                                                      # building it draws from the global RNG
+    state = torch.get_rng_state()
+    randomize_batchnorm(fresh)
+    assert torch.equal(torch.get_rng_state(), state)                 # the global random state is untouched
+    with pytest.raises(ValueError, match="spread must be >= 0"):
+        randomize_batchnorm(net(), spread=-1)
+    with pytest.raises(ValueError, match="model must be an nn.Module"):
+        randomize_batchnorm(torch.zeros(3))

@@ -10,6 +10,7 @@ import torchvision
 from cnnlearn import conv2d_params, count_macs, count_params, create_model, list_models
 from cnnlearn.models import _MODELS
 from cnnlearn.models import resnet as R
+from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.resnet import (
     BasicBlock, Bottleneck, PadShortcut, PreActBasicBlock, ResNet, ResNetConfig, make_shortcut,
 )
@@ -29,20 +30,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-default statistics and affine parameters, so that a wrong
-    mapping of BN tensors between layers would change the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
 
 
 def _assert_same_outputs(ours: nn.Module, theirs: nn.Module, size: int = 224) -> None:
@@ -83,7 +70,7 @@ def test_resnet18_macs_equal_torchvision():
 def test_torchvision_weights_give_same_outputs(name):
     torch.manual_seed(0)
     theirs = getattr(torchvision.models, name)(weights=None)
-    _randomize_bn(theirs)
+    randomize_batchnorm(theirs)
     ours = R.load_torchvision_resnet(create_model(name), theirs)
     _assert_same_outputs(ours, theirs)
 
@@ -93,7 +80,7 @@ def test_resnet50d_equals_timm():
     theirs = timm.create_model("resnet50d", pretrained=False)
     ours = R.resnet50d()
     assert count_params(ours) == count_params(theirs) == 25_576_264
-    _randomize_bn(theirs)
+    randomize_batchnorm(theirs)
     R.load_timm_resnet(ours, theirs)
     _assert_same_outputs(ours, theirs)
 
@@ -104,7 +91,7 @@ def test_resnet18d_equals_timm_and_odd_sizes_work():
     ours = R.resnet18d()
     assert count_params(ours) == count_params(theirs) == 11_708_744
     assert count_macs(ours, (3, 96, 96)) == count_macs(theirs, (3, 96, 96))
-    _randomize_bn(theirs)
+    randomize_batchnorm(theirs)
     R.load_timm_resnet(ours, theirs)
     # 100 px gives odd maps (25 -> 13 -> 7 -> 4): ceil_mode in ResNet-D's pooling keeps
     # the shortcut the same size as the strided 3x3 branch

@@ -7,6 +7,7 @@ import torch.nn as nn
 from cnnlearn.measure import count_macs, count_params
 from cnnlearn.models import create_model, list_models
 from cnnlearn.models.layers import SqueezeExcite
+from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig, make_shortcut
 from cnnlearn.models.senet import (
     SE_PLACEMENTS, SEPlacedBlock, load_timm_seresnet, se_resnet, seresnet20, seresnet50,
@@ -100,16 +101,6 @@ def _open_gates(model: nn.Module) -> None:
                 m.fc2.bias.fill_(100.0)
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-
-
 def _plain_state(se_model: nn.Module) -> dict[str, torch.Tensor]:
     """The SE network's tensors under the plain network's names (SE units dropped)."""
     return {k.replace(".block.", "."): v for k, v in se_model.state_dict().items()
@@ -129,7 +120,7 @@ def test_open_gate_block_equals_its_plain_twin_exactly(block_cls, cin, cout, str
     else:
         se_block = SEPlacedBlock(block_cls(cin, cout, stride, make_shortcut("B", cin, cout, stride)),
                                  placement, se_layer)
-    _randomise_bn(plain)
+    randomize_batchnorm(plain)
     se_block.load_state_dict(plain.state_dict() if placement == "standard" else
                              {f"block.{k}": v for k, v in plain.state_dict().items()}, strict=False)
     _open_gates(se_block)
@@ -146,7 +137,7 @@ def test_open_gate_block_equals_its_plain_twin_exactly(block_cls, cin, cout, str
 def test_open_gate_network_equals_resnet20_exactly(placement):
     torch.manual_seed(0)
     ours = seresnet20(placement=placement)
-    _randomise_bn(ours)
+    randomize_batchnorm(ours)
     _open_gates(ours)
     plain = create_model("resnet20")
     plain.load_state_dict(_plain_state(ours))
@@ -162,7 +153,7 @@ def test_placed_standard_equals_the_attn_layer_block():
     se_layer = lambda c: SqueezeExcite.from_reduction(c, 4)  # noqa: E731
     ref = Bottleneck(64, 128, 2, make_shortcut("B", 64, 128, 2), attn_layer=se_layer)
     placed = SEPlacedBlock(Bottleneck(64, 128, 2, make_shortcut("B", 64, 128, 2)), "standard", se_layer)
-    _randomise_bn(ref)
+    randomize_batchnorm(ref)
     placed.load_state_dict({("se." + k[5:] if k.startswith("attn.") else "block." + k): v
                             for k, v in ref.state_dict().items()})
     ref.eval(), placed.eval()

@@ -7,6 +7,7 @@ import torchvision
 from cnnlearn.measure import conv2d_macs, conv2d_params, count_macs, count_params, linear_params
 from cnnlearn.models import create_model, list_models
 from cnnlearn.models.layers import ChannelShuffle, channel_shuffle
+from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.shufflenet import (
     GUIDELINE_VARIANTS, BenchBottleneck, Fragments, guideline_net,
     ShuffleNetV1, ShuffleV1Unit, ShuffleV2Unit, TableRow, load_torchvision_shufflenet_v2,
@@ -83,19 +84,6 @@ TV_V2 = {  # name: (parameters, MACs at 224x224), torchvision's numbers
 }
 
 
-def _randomise_batchnorm(model: nn.Module) -> None:
-    """Give every BN non-trivial statistics and affine parameters, so that copying them
-    to the wrong layer would change the outputs."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-            m.weight.data.copy_(1 + 0.1 * torch.randn(c, generator=g))
-            m.bias.data.copy_(0.1 * torch.randn(c, generator=g))
-
-
 @pytest.mark.parametrize("name", sorted(TV_V2))
 def test_v2_params_and_macs_equal_torchvision(name):
     ours, theirs = create_model(name), getattr(torchvision.models, name)(weights=None)
@@ -116,7 +104,7 @@ def test_v2_rounded_numbers_of_the_brief():
 def test_v2_outputs_equal_torchvision_after_copying_weights(name):
     torch.manual_seed(0)
     theirs = getattr(torchvision.models, name)(weights=None)
-    _randomise_batchnorm(theirs)
+    randomize_batchnorm(theirs)
     ours = load_torchvision_shufflenet_v2(create_model(name), theirs)
     ours.eval(), theirs.eval()
     x = torch.randn(2, 3, 224, 224)

@@ -282,3 +282,5 @@ def test_recalibrate_bn_without_batchnorm_and_bad_batches():
     assert recalibrate_bn(nn.Sequential(nn.Flatten(), nn.Linear(192, 4)), data.train) == 0
     with pytest.raises(ValueError, match="batches must be >= 1"):
         recalibrate_bn(tiny_net(), data.train, batches=0)
+    with pytest.raises(ValueError, match="model must be an nn.Module"):
+        recalibrate_bn(tiny_net().state_dict(), data.train)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["copy_weights", "rename", "load_by_prefix"]
+__all__ = ["copy_weights", "rename", "load_by_prefix", "randomize_batchnorm"]
 
 
 def copy_weights(ours: nn.Module, theirs: nn.Module,
@@ -89,3 +89,34 @@ def load_by_prefix(ours: nn.Module, theirs: nn.Module, pairs: Sequence[tuple[str
                 raise ValueError(f"{their_key!r} is mapped twice; check the prefix {our_prefix!r}")
             their_to_ours[their_key] = k
     return copy_weights(ours, theirs, their_to_ours)
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0, spread: float = 0.1) -> nn.Module:
+    """Give every BatchNorm of ``model`` non-default affine parameters and statistics.
+
+    A fresh BatchNorm in eval mode is the identity, so an equivalence test on fresh
+    networks cannot notice a BN copied to the wrong layer or placed wrongly. Afterwards
+    each BN has weight in [0.5, 1.5), bias and running mean ~ N(0, spread^2), and
+    running variance in [0.5, 1.5), drawn from a generator seeded with ``seed`` (the
+    global random state is untouched).
+
+    Returns:
+        ``model``, changed in place.
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Module``, or ``spread`` is negative.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not spread >= 0:
+        raise ValueError(f"spread must be >= 0, got {spread!r}")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats:
+                c = m.num_features
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * spread)
+                m.running_mean.copy_(torch.randn(c, generator=g) * spread)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    return model
