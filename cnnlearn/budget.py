@@ -21,6 +21,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from . import _validate as V
+
 __all__ = ["BUDGETS", "get_budget", "by_budget", "get_device", "seed_everything", "setup"]
 
 BUDGETS = ("smoke", "cpu", "gpu")
@@ -48,14 +50,16 @@ def by_budget(*, smoke: T, cpu: T, gpu: T, budget: str | None = None) -> T:
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """The training device: ``device`` or ``$CNNLEARN_DEVICE`` when given, else CUDA,
-    then Apple's MPS, then the CPU."""
-    device = device or os.environ.get("CNNLEARN_DEVICE") or None
-    if device is not None:
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but CUDA is not available; "
-                             "use device='cpu' or unset CNNLEARN_DEVICE")
-        return device
+    then Apple's MPS, then the CPU.
+
+    Raises:
+        ValueError: the device given (or the variable's value, which the message names)
+            is not a device, or this machine does not have it (CUDA, MPS, a GPU index).
+    """
+    if device is not None and device != "":
+        return V.device("device", device)
+    if os.environ.get("CNNLEARN_DEVICE", "").strip():  # a bad value's error names the variable
+        return V.device("CNNLEARN_DEVICE", os.environ["CNNLEARN_DEVICE"])
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -65,19 +69,23 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
+    V.seed("seed", seed)  # NumPy takes only ints in [0, 2**32)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def setup(seed: int = 0, verbose: bool = True) -> tuple[str, torch.device]:
-    """What every chapter's first cell calls: seeds, picks the budget and the device,
-    and prints them.
+    """What every chapter's first cell calls: seeds, sets the figure style
+    (:func:`cnnlearn.viz.use_style`), picks the budget and the device, and prints them.
 
     Returns:
         ``(budget, device)``.
     """
     seed_everything(seed)
+    from .viz import use_style  # the book's figure style; here, since viz imports train, which imports this module
+
+    use_style()
     budget, device = get_budget(), get_device()
     if verbose:
         threads = torch.get_num_threads()

@@ -9,6 +9,7 @@ mistake. Every checker is tested against a reference solution and a wrong answer
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from . import _validate as V
 from .measure import conv2d_output_size
 from .models.weights import randomize_batchnorm
 
-__all__ = ["Exercise", "Verdict", "check", "list_exercises", "exercise"]
+__all__ = ["Exercise", "Verdict", "check", "list_exercises", "exercise", "reference"]
 
 
 @dataclass(frozen=True)
@@ -29,23 +31,43 @@ class Exercise:
     id: str
     question: str
     checker: Callable[[Any], tuple[bool, str]]
+    # The correct answer where it is a value (a number, a tuple, a letter), None where the
+    # answer is code. Tests look for it in the chapters' outputs and prose, where it must
+    # not be given away; a test checks that it passes its own checker.
+    reference: Any = None
 
 
 _EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(id: str, question: str):
-    """Register a checker function ``answer -> (passed, message)`` under ``id``."""
+def exercise(id: str, question: str, reference: Any = None):
+    """Register a checker function ``answer -> (passed, message)`` under ``id``.
+
+    ``reference`` is the correct answer when it is a value (see :class:`Exercise`).
+    """
     def wrap(fn: Callable[[Any], tuple[bool, str]]):
         if id in _EXERCISES:
             raise ValueError(f"exercise {id!r} is already registered")
-        _EXERCISES[id] = Exercise(id, question, fn)
+        _EXERCISES[id] = Exercise(id, question, fn, reference)
         return fn
     return wrap
 
 
+def reference(id: str) -> Any:
+    """The registered correct answer of exercise ``id``, or None where the answer is code.
+
+    Raises:
+        ValueError: no exercise ``id`` is registered.
+    """
+    if id not in _EXERCISES:
+        raise ValueError(f"no exercise {id!r}; list_exercises() names the registered ones")
+    return _EXERCISES[id].reference
+
+
 def list_exercises(prefix: str = "") -> list[str]:
     """Ids of the registered exercises starting with ``prefix`` (e.g. ``"ch01"``)."""
+    if not isinstance(prefix, str):
+        raise V.ArgumentTypeError(f"prefix must be a string such as 'ch01', got {prefix!r:.60}")
     return sorted(k for k in _EXERCISES if k.startswith(prefix))
 
 
@@ -82,19 +104,34 @@ def check(id: str, answer: Any, quiet: bool = False) -> Verdict:
     Returns:
         A :class:`Verdict`, true when the answer passed (``if check(...):`` works).
     """
+    if not isinstance(id, str):
+        raise V.ArgumentTypeError(f"id must be an exercise id such as 'ch01.conv_params', got {id!r:.60}")
     if id not in _EXERCISES:
         import difflib
 
         close = difflib.get_close_matches(id, _EXERCISES, n=3)
         raise ValueError(f"no exercise {id!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     try:
-        passed, message = _EXERCISES[id].checker(answer)
+        passed, message = _EXERCISES[id].checker(_plain_answer(answer))
     except Exception as e:  # the learner's code raised: report it as a failed attempt
         passed, message = False, f"your answer raised {type(e).__name__}: {e}"
     message = ("✅ Correct. " if passed else "❌ Not yet. ") + message
     if not quiet:
         print(message)
     return Verdict(passed, message)
+
+
+def _plain_answer(answer: Any) -> Any:
+    """NumPy numbers and arrays, and tensors of one element, as plain Python values (also
+    inside tuples and lists), so ``np.int64(73856)`` or ``np.array([3, 4, 6, 3])`` is
+    checked like ``73856`` or ``[3, 4, 6, 3]``. Anything else is passed unchanged."""
+    if isinstance(answer, (tuple, list)):
+        return type(answer)(_plain_answer(a) for a in answer)
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        return answer.item()
+    if type(answer).__module__ == "numpy" and hasattr(answer, "tolist"):  # np.int64, np.float32, np.ndarray
+        return answer.tolist()
+    return answer
 
 
 def _not_a_module_class(cls: Any) -> str | None:
@@ -123,7 +160,8 @@ def _number(answer: Any, expected: int, hints: dict[int, str], unit: str = "") -
 
 @exercise("ch01.output_size",
           "A 3x3 convolution with stride 2 and padding 1 is applied to a 32x32 image. "
-          "How wide is its output?")
+          "How wide is its output?",
+          reference=16)
 def _ch01_output_size(answer):
     return _number(answer, 16, {
         15: "that is the size without padding: the formula adds 2*padding to the input first.",
@@ -133,7 +171,8 @@ def _ch01_output_size(answer):
 
 
 @exercise("ch01.conv_params",
-          "How many parameters (weights and biases) does nn.Conv2d(64, 128, kernel_size=3) have?")
+          "How many parameters (weights and biases) does nn.Conv2d(64, 128, kernel_size=3) have?",
+          reference=73_856)
 def _ch01_conv_params(answer):
     return _number(answer, 73_856, {
         73_728: "that counts the weights only: nn.Conv2d has a bias per output channel by default.",
@@ -144,7 +183,8 @@ def _ch01_conv_params(answer):
 
 @exercise("ch01.conv_macs",
           "How many multiply-accumulates (MACs) does nn.Conv2d(64, 128, kernel_size=3, padding=1) "
-          "cost on one 32x32 input?")
+          "cost on one 32x32 input?",
+          reference=75_497_472)
 def _ch01_conv_macs(answer):
     return _number(answer, 75_497_472, {
         150_994_944: "that is FLOPs (2 per MAC); the question asks for MACs.",
@@ -155,7 +195,8 @@ def _ch01_conv_macs(answer):
 
 @exercise("ch01.stacked_3x3",
           "With 64 channels in and out and no biases, how many weights do two stacked 3x3 "
-          "convolutions have, and how many does one 5x5 convolution have? Answer a pair (two_3x3, one_5x5).")
+          "convolutions have, and how many does one 5x5 convolution have? Answer a pair (two_3x3, one_5x5).",
+          reference=(73_728, 102_400))
 def _ch01_stacked(answer):
     if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
         return False, "answer with a pair: (weights of two 3x3 convolutions, weights of one 5x5)."
@@ -293,7 +334,8 @@ def _ch02_basic_block(cls):
 @exercise("ch02.bottleneck_params",
           "How many parameters (convolution weights and BatchNorm scales and shifts) does the bottleneck "
           "block Bottleneck(1024, 1024) of ResNet-50's third stage have? (1x1 1024 -> 256, 3x3 256 -> 256, "
-          "1x1 256 -> 1024, no biases, a BatchNorm after each convolution, identity shortcut.)")
+          "1x1 256 -> 1024, no biases, a BatchNorm after each convolution, identity shortcut.)",
+          reference=1_117_184)
 def _ch02_bottleneck_params(answer):
     return _number(answer, 1_117_184, {
         1_114_112: "that counts the convolution weights only: each BatchNorm adds a scale and a shift per channel.",
@@ -304,7 +346,8 @@ def _ch02_bottleneck_params(answer):
 
 
 @exercise("ch02.resnet34_blocks",
-          "How many basic blocks does each of ResNet-34's four stages have? Answer a tuple of four ints.")
+          "How many basic blocks does each of ResNet-34's four stages have? Answer a tuple of four ints.",
+          reference=(3, 4, 6, 3))
 def _ch02_resnet34_blocks(answer):
     if not (isinstance(answer, (tuple, list)) and len(answer) == 4
             and all(isinstance(n, int) and not isinstance(n, bool) for n in answer)):
@@ -325,7 +368,8 @@ def _ch02_resnet34_blocks(answer):
 
 @exercise("ch02.option_a_cost",
           "How many parameters do the shortcuts add to the CIFAR ResNet-20 with option A, and how many with "
-          "option B (a 1x1 convolution + BatchNorm where the shape changes)? Answer a pair (A, B).")
+          "option B (a 1x1 convolution + BatchNorm where the shape changes)? Answer a pair (A, B).",
+          reference=(0, 2_752))
 def _ch02_option_a_cost(answer):
     if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
         return False, "answer with a pair: (parameters added by option A, parameters added by option B)."
@@ -440,7 +484,8 @@ def _ch06_se_module(cls):
 
 @exercise("ch06.se_overhead",
           "An SE unit with r = 16 is added to a ResNet-50 bottleneck whose output has 1024 channels. "
-          "How many parameters does it add?")
+          "How many parameters does it add?",
+          reference=132_160)
 def _ch06_se_overhead(answer):
     return _number(answer, 132_160, {
         131_072: "that counts the weights only: both layers have a bias (64 and 1024 of them).",
@@ -507,7 +552,8 @@ def _ch06_add_se(cls):
 
 @exercise("ch09.conv_transpose_size",
           "nn.ConvTranspose2d(64, 32, kernel_size=3, stride=2, padding=1) is applied to a 7x7 map. "
-          "How wide is its output?")
+          "How wide is its output?",
+          reference=13)
 def _ch09_conv_transpose_size(answer):
     return _number(answer, 13, {
         4: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
@@ -577,7 +623,8 @@ def _ch09_d_loss(fn):
 
 @exercise("ch09.loss_curve",
           "With the non-saturating generator loss, D's loss falls to about 0.01, D(x) = 0.99, D(G(z)) = 0.001, "
-          "G's loss climbs to about 7 and the samples stop improving. Which explanation fits: a, b, c or d?")
+          "G's loss climbs to about 7 and the samples stop improving. Which explanation fits: a, b, c or d?",
+          reference="b")
 def _ch09_loss_curve(answer):
     letter = answer.strip().strip("()").lower() if isinstance(answer, str) else None
     if letter not in ("a", "b", "c", "d"):
@@ -594,7 +641,8 @@ def _ch09_loss_curve(answer):
 
 
 @exercise("ch09.equilibrium_d_loss",
-          "At the equilibrium D = 1/2 for every image. What is D's loss -log D(x) - log(1 - D(G(z))) there, in nats?")
+          "At the equilibrium D = 1/2 for every image. What is D's loss -log D(x) - log(1 - D(G(z))) there, in nats?",
+          reference=2 * math.log(2))
 def _ch09_equilibrium_d_loss(answer):
     import math
 
@@ -659,7 +707,8 @@ def _ch07_channel_shuffle(fn):
 
 @exercise("ch07.group_conv_params",
           "How many weights does nn.Conv2d(480, 120, kernel_size=1, groups=3, bias=False) have "
-          "(the first 1x1 convolution of a stage-3 unit of ShuffleNet v1 with g=3)?")
+          "(the first 1x1 convolution of a stage-3 unit of ShuffleNet v1 with g=3)?",
+          reference=19_200)
 def _ch07_group_conv_params(answer):
     return _number(answer, 19_200, {
         57_600: "that is the ungrouped convolution: with groups=3 each filter sees only 480/3 input channels.",
@@ -780,7 +829,8 @@ def _ch05_separable_block(cls):
 
 @exercise("ch05.separable_macs",
           "How many MACs does a depthwise separable convolution from 64 to 128 channels (3x3 depthwise, "
-          "stride 1, padding 1, then 1x1 pointwise) cost on one 56x56 input?")
+          "stride 1, padding 1, then 1x1 pointwise) cost on one 56x56 input?",
+          reference=27_496_448)
 def _ch05_separable_macs(answer):
     positions = 56 * 56
     return _number(answer, 9 * 64 * positions + 64 * 128 * positions, {
@@ -798,7 +848,8 @@ def _ch05_separable_macs(answer):
 
 @exercise("ch05.make_divisible",
           "MobileNetV2 with width multiplier 0.35: how many output channels does its stem convolution have "
-          "(32 before the multiplier)?")
+          "(32 before the multiplier)?",
+          reference=16)
 def _ch05_make_divisible(answer):
     from .models.layers import make_divisible
 

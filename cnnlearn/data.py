@@ -35,12 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _validate as V
 from ._io import CorruptFileError, atomic_save, safe_load
 from .budget import get_device
 
 __all__ = [
     "DATASETS", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "DataNotFoundError", "ImageSet",
-    "Data", "DeviceLoader", "load_images", "load_data", "balanced_subset", "cache_dir",
+    "Data", "DeviceLoader", "load_images", "load_data", "balanced_subset", "sample_images", "cache_dir",
     "random_crop", "random_flip", "augment_batch",
 ]
 
@@ -91,10 +92,10 @@ class ImageSet:
 
 def cache_dir() -> Path:
     """The user cache: ``$CNNLEARN_CACHE``, ``$XDG_CACHE_HOME/cnnlearn`` or ``~/.cache/cnnlearn``."""
-    if os.environ.get("CNNLEARN_CACHE"):
-        return Path(os.environ["CNNLEARN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cnnlearn"
+    explicit = V.env_folder("CNNLEARN_CACHE")  # the variable is named in the error of a bad value
+    if explicit is not None:
+        return explicit
+    return (V.env_folder("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnlearn"
 
 
 # --------------------------------------------------------------------------- readers
@@ -180,7 +181,7 @@ def _candidates(name: str) -> list[Path]:
     """Folders to look in, in order (see the module docstring)."""
     out: list[Path] = []
     if os.environ.get("CNNLEARN_DATA"):
-        root = Path(os.environ["CNNLEARN_DATA"]).expanduser()
+        root = V.env_folder("CNNLEARN_DATA")
         sub = ("cifar10-jpeg", "cifar10", "cifar-10") if name == "cifar10" else ("fashion-mnist", "fashion_mnist")
         out += [root / s for s in sub] + [root]
     if name == "fashion_mnist":
@@ -350,7 +351,8 @@ def _store(name: str, split: str, folder: Path, images: torch.Tensor, labels: to
         atomic_save(obj, path)
         _prune_stale(path, name, split, folder)
     except OSError as e:  # a read-only home still works, just without the cache
-        warnings.warn(f"could not write the decoded cache ({e}); continuing without it", stacklevel=3)
+        warnings.warn(f"could not write the decoded cache ({e}); continuing without it (set CNNLEARN_CACHE "
+                      f"to a writable folder to keep it)", stacklevel=3)
     return ImageSet(images, labels, spec.classes, str(folder))
 
 
@@ -393,19 +395,25 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return augment_batch(x, 0, True, generator)
 
 
-def balanced_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
-    """Indices of ``per_class`` examples of every class, chosen by a seeded generator, sorted."""
-    if per_class <= 0:
-        raise ValueError(f"per_class must be positive, got {per_class}")
+def _choose_per_class(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """``(K, per_class)`` indices: row ``k`` holds ``per_class`` examples of the k-th class
+    (classes in increasing label order), drawn without replacement by a seeded generator."""
+    per_class = V.positive_int("per_class", per_class)
     g = torch.Generator().manual_seed(seed)
     labels = labels.cpu()
-    picks = []
+    rows = []
     for c in labels.unique().tolist():
         idx = (labels == c).nonzero().squeeze(1)
         if per_class > len(idx):
-            raise ValueError(f"per_class={per_class} but class {c} has only {len(idx)} examples")
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    return torch.cat(picks).sort().values
+            raise ValueError(f"per_class={per_class} but class {c} has only {len(idx)} examples; "
+                             f"ask for at most {len(idx)}")
+        rows.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.stack(rows)
+
+
+def balanced_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` examples of every class, chosen by a seeded generator, sorted."""
+    return _choose_per_class(labels, per_class, seed).flatten().sort().values
 
 
 # --------------------------------------------------------------------------- the loader
@@ -451,14 +459,19 @@ class DeviceLoader:
         std: Sequence[float], *, shuffle: bool = False, augment: bool = False, pad: int = 4,
         flip: bool = True, seed: int = 0, drop_last: bool = False,
     ) -> None:
+        images = V.tensor("images", images)
+        labels = V.tensor("labels", labels, ndim=1, integer_dtype=True).long()  # cross-entropy takes int64
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(f"mean and std need one value per channel ({images.shape[1]})")
+            raise ValueError(f"{len(images)} images but {len(labels)} labels; give one label per image")
+        if images.device != labels.device:
+            raise ValueError(f"images are on {images.device} but labels on {labels.device}; move both to one device")
+        V.positive_int("batch_size", batch_size), V.non_negative_int("pad", pad), V.seed("seed", seed)
+        for flag, value in (("shuffle", shuffle), ("augment", augment), ("flip", flip), ("drop_last", drop_last)):
+            V.boolean(flag, value)
+        mean = V.per_channel("mean", mean, images.shape[1])
+        std = V.per_channel("std", std, images.shape[1], positive=True)
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.pad, self.flip, self.seed, self.drop_last = pad, flip, seed, drop_last
@@ -537,13 +550,18 @@ def load_data(
         train_per_class: keep this many training images per class (balanced subset), or all.
         test_per_class: likewise for the test split.
         augment: random crop with padding and left-right flips on the training batches.
-        seed: seeds the subset choice, the batch order and the augmentation.
+        seed: seeds the subset choice, the stored order of each split (a random
+            permutation, so that ``data.train.images[:16]`` holds a mix of classes), the
+            batch order and the augmentation.
 
     Returns:
         A :class:`Data` with ``train`` and ``test`` :class:`DeviceLoader` s.
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    V.positive_int("batch_size", batch_size), V.boolean("augment", augment), V.seed("seed", seed)
+    for arg, per_class in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        V.optional(V.positive_int)(arg, per_class)
     spec = DATASETS[name]
     device = get_device(device)
     loaders = []
@@ -551,9 +569,12 @@ def load_data(
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         ds = load_images(name, split)
         images, labels = ds.images, ds.labels
-        if per_class is not None:
-            idx = balanced_subset(labels, per_class, seed)
-            images, labels = images[idx], labels[idx]
+        idx = torch.arange(len(labels)) if per_class is None else balanced_subset(labels, per_class, seed)
+        # Image folders list the images class by class, and balanced_subset's indices are
+        # sorted, so images[:16] would be sixteen airplanes: store every split in a seeded
+        # random order instead, so that any slice of it is a fair sample.
+        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+        images, labels = images[idx], labels[idx]
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         train = split == "train"
@@ -563,3 +584,52 @@ def load_data(
             drop_last=train and len(labels) > batch_size))
         sources.append(ds.source)
     return Data(name, loaders[0], loaders[1], spec.classes, spec.mean, spec.std, source=sources[0])
+
+
+def sample_images(
+    source: Data | DeviceLoader, per_class: int = 1, *, split: str | None = None, seed: int = 0,
+    normalize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded, class-balanced sample of a split, for figures and probes.
+
+    The images come interleaved by class: one of every class (in label order), then a
+    second of every class, and so on, so that any prefix of ``n * num_classes`` images
+    is balanced too. The same ``seed`` gives the same sample; the loader's own random
+    state (its epoch, its augmentation) is neither used nor changed.
+
+    Args:
+        source: a :class:`Data` from :func:`load_data`, or one of its loaders.
+        per_class: images of every class.
+        split: ``"train"`` or ``"test"`` when ``source`` is a :class:`Data` (default
+            ``"train"``); leave it out for a loader, which is one split already.
+        seed: seeds the choice.
+        normalize: return what the network sees (float32, normalised with the
+            dataset's mean and standard deviation, as in the loaders' batches) instead of
+            the stored pixels.
+
+    Returns:
+        ``(images, labels)`` on the data's device: images ``(per_class * K, C, H, W)``,
+        uint8 in [0, 255] (for :func:`cnnlearn.viz.show_images`) or float32 when
+        ``normalize``; labels ``(per_class * K,)`` int64, ``labels[:K]`` being
+        ``0, 1, ..., K-1`` for a split holding all ``K`` classes.
+
+    Raises:
+        ValueError: a bad ``source``, ``split``, ``per_class`` or ``seed`` (one of the
+            wrong type is a ``TypeError`` too), or a class with fewer than ``per_class``
+            images.
+    """
+    if isinstance(source, Data):
+        split = V.one_of("split", "train" if split is None else split, ("train", "test"))
+        loader = source.train if split == "train" else source.test
+    elif isinstance(source, DeviceLoader):
+        if split is not None:
+            raise ValueError(f"split={split!r} was given with a DeviceLoader, which is one split "
+                             f"already: pass the Data from load_data(...) to choose, or drop split")
+        loader = source
+    else:
+        raise V.ArgumentTypeError(f"source must be the Data from load_data(...) or one of its loaders, "
+                                  f"got {type(source).__name__}")
+    rows = _choose_per_class(loader.labels, per_class, V.seed("seed", seed))  # (K, per_class)
+    idx = rows.T.flatten().to(loader.device)  # interleaved: column j holds the j-th image of every class
+    images, labels = loader.images[idx], loader.labels[idx]
+    return (loader.normalize(images) if normalize else images), labels

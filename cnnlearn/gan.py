@@ -33,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import restore_run, save_run
+from . import _validate as V
+from ._io import architecture, loader_record, restore_run, save_run
 from .budget import get_device
 
 __all__ = [
@@ -62,18 +63,22 @@ class GANConfig:
     sample_every: int = 1  # keep a sample grid every this many epochs (and before training and at the end)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "nz", "d_steps", "n_fixed", "sample_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.betas, tuple) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
-            raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), e.g. (0.5, 0.999); got {self.betas!r}")
-        if self.loss not in GAN_LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(map(repr, GAN_LOSSES))}, got {self.loss!r}")
+        V.check_fields(self, _GAN_RULES)  # every field, from the table below the class
+
+
+# How each GANConfig field is checked (cnnlearn/_validate.py); a new field needs an entry,
+# and tests/test_validation.py fails for a field without one.
+_GAN_RULES = {
+    "epochs": V.positive_int,
+    "nz": V.positive_int,
+    "lr": V.positive_float,
+    "betas": V.betas,
+    "loss": V.choice(*GAN_LOSSES),
+    "d_steps": V.positive_int,
+    "seed": V.seed,
+    "n_fixed": V.positive_int,
+    "sample_every": V.positive_int,
+}
 
 
 @dataclass
@@ -238,15 +243,24 @@ def fit_gan(
         The :class:`GANHistory` of the run, including the epochs before a resume.
 
     Raises:
-        ValueError: bad config, ``config.nz`` differs from the generator's, the loader is
-            empty, or its images are not in [-1, 1].
-        FloatingPointError: a loss became NaN or infinite.
-        CorruptFileError: the checkpoint file exists but cannot be read.
-        CheckpointMismatchError: the checkpoint belongs to a run with another config.
+        ValueError: a bad argument (checked before the first update): bad config,
+            ``config.nz`` differs from the generator's, the checkpoint path cannot be
+            written, the loader is empty, its images are not in [-1, 1], or the networks
+            do not fit them (the generator draws another shape, the discriminator does
+            not return one logit per image).
+        FloatingPointError: a loss became NaN or infinite, or diverged: an epoch's mean
+            D or G loss beyond 100 nats (logits beyond +-100, where float32's sigmoid
+            is exactly 0 or 1 and no gradient flows). The checkpoint keeps the last
+            epoch before it.
+        CorruptFileError: the checkpoint file exists but is not a ``fit_gan`` checkpoint.
+        CheckpointMismatchError: the checkpoint belongs to a run with another config,
+            other data or other networks.
     """
-    if not isinstance(config, GANConfig):
-        raise ValueError(f"config must be a GANConfig, got {type(config).__name__}")
-    cfg = config
+    generator, discriminator = V.trainable("generator", generator), V.trainable("discriminator", discriminator)
+    loader, cfg = V.batches("loader", loader), V.instance("config", config, GANConfig)
+    preprocess, callback = V.function("preprocess", preprocess), V.function("callback", callback)
+    checkpoint = None if checkpoint is None else V.writable_file("checkpoint", checkpoint)
+    V.boolean("progress", progress)
     g_nz = getattr(generator, "nz", cfg.nz)
     if g_nz != cfg.nz:
         raise ValueError(f"config.nz={cfg.nz} but the generator takes nz={g_nz}; pass GANConfig(nz={g_nz})")
@@ -264,8 +278,11 @@ def fit_gan(
     start_epoch = 0
 
     stateful = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = restore_run(checkpoint, stateful, _config_key(cfg), extra_keys=("noise_rng", "noise_device"))
+    records = {"data": loader_record(loader),  # a resume must match both
+               "architecture": {"generator": architecture(generator), "discriminator": architecture(discriminator)}}
+    if checkpoint is not None and checkpoint.is_file():
+        state = restore_run(checkpoint, stateful, _config_key(cfg), extra_keys=("noise_rng", "noise_device"),
+                            kind="fit_gan", records=records)
         history = GANHistory(**state["history"])
         start_epoch = state["epoch"]
         if state["noise_device"] == device.type:
@@ -303,6 +320,7 @@ def fit_gan(
                         raise ValueError(
                             f"real images must be in [-1, 1] (the generator's tanh range), got [{lo:.2f}, {hi:.2f}]; "
                             "for a cnnlearn loader pass preprocess=to_gan_range(loader)")
+                    V.check_gan_pair(generator, discriminator, real, cfg.nz)
                     range_checked = True
                 for _ in range(cfg.d_steps):  # fresh noise each time; the real batch is reused
                     z = torch.randn(len(real), cfg.nz, device=device, generator=noise)
@@ -320,6 +338,10 @@ def fit_gan(
                     f"a GAN loss became NaN or infinite in epoch {epoch + 1}: lower the learning rate "
                     f"(now {cfg.lr}) or check that the images are in [-1, 1]")
             d_loss, g_loss, d_real, d_fake = values.T.tolist()
+            for what, losses in (("the discriminator's loss", d_loss), ("the generator's loss", g_loss)):
+                # floor 10 nats: the guard fires beyond 100 nats (see check_loss and Raises above)
+                V.check_loss(sum(losses) / len(losses), epoch + 1, start=None, floor=10.0, what=what,
+                             fix=f"lower the learning rate (now {cfg.lr}) or check that the images are in [-1, 1]")
             history.d_loss += d_loss
             history.g_loss += g_loss
             history.d_real += d_real
@@ -332,7 +354,7 @@ def fit_gan(
                 history.samples.append(image_grid(_generate(generator, fixed_z)))
             bar.set_postfix(d_loss=f"{sum(d_loss) / len(d_loss):.3f}", g_loss=f"{sum(g_loss) / len(g_loss):.3f}")
             if checkpoint is not None:
-                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg),
+                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg), kind="fit_gan", records=records,
                          noise_rng=noise.get_state(), noise_device=device.type)
             if callback is not None:
                 callback(epoch + 1, history)
@@ -350,6 +372,7 @@ def latent(n: int, nz: int, seed: int = 0, device: str | torch.device | None = N
     the same on every device) and moved to ``device`` (default: the CPU)."""
     if not (isinstance(n, int) and n >= 1 and isinstance(nz, int) and nz >= 1):
         raise ValueError(f"n and nz must be positive ints, got n={n!r}, nz={nz!r}")
+    V.seed("seed", seed)
     z = torch.randn(n, nz, generator=torch.Generator().manual_seed(seed))
     return z.to(device) if device is not None else z
 
@@ -383,7 +406,8 @@ def sample(generator: nn.Module, n: int = 64, nz: int | None = None, seed: int =
         Float images ``(n, C, H, W)`` in [-1, 1] on the CPU; :func:`to_uint8` makes them
         displayable with :func:`cnnlearn.viz.show_images`.
     """
-    nz = nz if nz is not None else getattr(generator, "nz", None)
+    generator, n, seed = V.module("generator", generator), V.positive_int("n", n), V.seed("seed", seed)
+    nz = V.positive_int("nz", nz) if nz is not None else getattr(generator, "nz", None)
     if nz is None:
         raise ValueError("nz is needed: the generator has no nz attribute")
     return _generate(generator, latent(n, nz, seed, device=_device_of(generator)))
@@ -406,11 +430,18 @@ def interpolate(generator: nn.Module, z0: torch.Tensor, z1: torch.Tensor, steps:
     Returns:
         Float images ``(steps, C, H, W)`` in [-1, 1] on the CPU.
     """
-    if not isinstance(steps, int) or steps < 2:
+    if V.integer("steps", steps) < 2:
         raise ValueError(f"steps must be an int >= 2 (the two endpoints included), got {steps!r}")
-    z0, z1 = z0.detach().reshape(-1).float().cpu(), z1.detach().reshape(-1).float().cpu()
+    generator, spherical = V.module("generator", generator), V.boolean("spherical", spherical)
+    z0, z1 = (V.tensor(n, z).detach().reshape(-1).float().cpu() for n, z in (("z0", z0), ("z1", z1)))
     if z0.shape != z1.shape:
         raise ValueError(f"z0 and z1 must have the same size, got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    for n, z in (("z0", z0), ("z1", z1)):
+        if not torch.isfinite(z).all():
+            raise ValueError(f"{n} holds NaN or infinite values; draw it with cnnlearn.gan.latent(...)")
+        if spherical and z.norm() == 0:
+            raise ValueError(f"{n} is the zero vector, which has no direction to follow on a great circle; "
+                             f"use spherical=False or a nonzero vector such as latent(1, nz)[0]")
     t = torch.linspace(0, 1, steps)[:, None]  # (steps, 1)
     if spherical:
         omega = torch.arccos(torch.clamp(torch.dot(z0 / z0.norm(), z1 / z1.norm()), -1, 1))

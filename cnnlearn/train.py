@@ -1,10 +1,14 @@
 """Training and evaluation: ``TrainConfig``, ``fit``, ``evaluate``, checkpoints.
 
 One loop serves every chapter. It is written for the free Colab GPU as much as for a
-laptop CPU: on CUDA it uses mixed precision (bfloat16 where supported, else float16
-with loss scaling) and channels-last memory layout; everywhere it steps the learning
-rate every batch, keeps weight decay off biases and normalisation parameters, and
-saves an atomic checkpoint after every epoch so an interrupted run resumes exactly.
+laptop CPU. ``TrainConfig.precision="auto"`` (the default) picks the fastest safe
+arithmetic for the device: on CUDA mixed precision (bfloat16 where supported, else
+float16 with loss scaling); on a CPU with native bfloat16 instructions (``avx512_bf16``
+or AMX) bfloat16 autocast, which trains about twice as fast as float32 there; float32
+elsewhere. Inputs and weights use the channels-last (NHWC) memory layout on CUDA and
+CPUs, where convolutions run faster in it. Everywhere the loop steps the learning rate
+every batch, keeps weight decay off biases and normalisation parameters, and saves an
+atomic checkpoint after every epoch so an interrupted run resumes exactly.
 """
 from __future__ import annotations
 
@@ -13,17 +17,84 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import restore_run, save_run
+from . import _validate as V
+from ._io import architecture, data_record, restore_run, save_run
 from .budget import get_device
 from .data import Data, DeviceLoader
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "recalibrate_bn", "lr_multiplier"]
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "recalibrate_bn", "lr_multiplier",
+           "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 ``avx512_bf16`` or AMX tiles).
+
+    Without them PyTorch still runs bfloat16 on the CPU, but emulated and slower than
+    float32, so ``precision="auto"`` only uses it where it is native. Apple silicon is
+    left on float32: autocast to bfloat16 there has not been measured faster.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [p for p in probes if p is not None]
+    if probes:
+        try:
+            return any(bool(p()) for p in probes)
+        except Exception:  # a private probe that changed its signature: read the flags below
+            pass
+    try:  # older torch without the probes: the kernel's CPU flags (Linux)
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain float32.
+
+    * ``"auto"``: CUDA -> bfloat16 if the GPU supports it, else float16; a CPU with
+      native bfloat16 -> bfloat16; anything else -> float32.
+    * ``"fp32"``: float32 everywhere (the reference arithmetic).
+    * ``"bf16"``: bfloat16 autocast; refused on a CPU without native bfloat16, where
+      it would be emulated and slower than float32.
+    * ``"fp16"``: float16 autocast with loss scaling; CUDA only.
+
+    Raises:
+        ValueError: ``precision`` is not one of :data:`PRECISIONS`, or the device
+            cannot run it.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        if precision == "fp16":
+            return torch.float16
+        if precision == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ValueError("precision='fp16' needs a CUDA GPU; on the CPU use 'bf16' (where it is native) or 'fp32'")
+        if cpu_has_native_bf16():
+            return torch.bfloat16
+        if precision == "bf16":
+            raise ValueError("precision='bf16' was asked for, but this CPU has no native bfloat16 "
+                             "(avx512_bf16 or AMX) and emulated bfloat16 is slower than float32; "
+                             "use precision='auto' or 'fp32'")
+        return None
+    if precision == "auto":  # MPS and others: float32 until measured faster
+        return None
+    raise ValueError(f"precision={precision!r} is not supported on device {device.type!r}; "
+                     "use precision='auto' or 'fp32'")
 
 
 @dataclass(frozen=True)
@@ -35,26 +106,48 @@ class TrainConfig:
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD momentum (AdamW's beta1)
     weight_decay: float = 5e-4  # applied to weights only, never to biases or norm parameters
-    schedule: str = "onecycle"  # "onecycle", "cosine" (linear warm-up, then cosine), "constant"
-    warmup_epochs: float = 1.0  # warm-up length of the "cosine" schedule
+    schedule: str = "onecycle"  # "onecycle", "cosine" or "linear" (warm-up, then decay), "constant"
+    warmup_epochs: float = 1.0  # warm-up length of the "cosine" and "linear" schedules
     label_smoothing: float = 0.0  # 0.1 in "Bag of Tricks"
-    amp: bool = True  # mixed precision; only on CUDA
-    channels_last: bool = True  # NHWC memory layout, faster convolutions on tensor cores; only on CUDA
+    precision: str = "auto"  # "auto" (fastest safe: see resolve_precision), "fp32", "bf16" or "fp16"
+    channels_last: bool = True  # NHWC memory layout on CUDA and CPUs: faster convolutions (not on MPS)
     tta_flip: bool = False  # test-time augmentation: average the logits of an image and its mirror
+    tta_translate: int = 0  # test-time augmentation: also average over copies shifted by this many pixels
+    tta_final_only: bool = False  # apply the test-time augmentation only when evaluating the last epoch
+    norm_lr_scale: float = 1.0  # learning rate of biases and norm parameters, as a multiple of lr (airbench: 64)
+    lookahead: bool = False  # pull the weights towards their running average every 5 steps (airbench)
     grad_clip: float | None = None  # clip the gradient norm to this, if set
     seed: int = 0  # seeds the model-independent randomness (dropout) of the run
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.schedule not in ("onecycle", "cosine", "constant"):
-            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("lr must be > 0, weight_decay >= 0 and label_smoothing in [0, 1)")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        V.check_fields(self, _TRAIN_RULES)  # every field, from the table below the class
+        if self.schedule in ("cosine", "linear") and self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} is longer than the run (epochs={self.epochs}): "
+                             f"the learning rate would never reach its peak; use at most {self.epochs}")
+
+
+# How each TrainConfig field is checked (cnnlearn/_validate.py); a new field needs an entry,
+# and tests/test_validation.py fails for a field without one.
+_TRAIN_RULES = {
+    "epochs": V.positive_int,
+    "optimizer": V.choice("sgd", "adamw"),
+    "lr": V.positive_float,
+    "momentum": V.interval(0.0, 1.0),  # [0, 1): 1 would never forget a gradient
+    "weight_decay": V.non_negative_float,
+    "schedule": V.choice("onecycle", "cosine", "linear", "constant"),
+    "warmup_epochs": V.non_negative_float,
+    "label_smoothing": V.interval(0.0, 1.0),  # [0, 1): 1 would make every target uniform
+    "precision": V.choice(*PRECISIONS),
+    "channels_last": V.boolean,
+    "tta_flip": V.boolean,
+    "tta_translate": V.non_negative_int,
+    "tta_final_only": V.boolean,
+    "norm_lr_scale": V.positive_float,
+    "lookahead": V.boolean,
+    # 0 would freeze the weights and a negative norm reverse every step (uphill)
+    "grad_clip": V.optional(partial(V.positive_float, fix="use None for no clipping, or a norm such as 1.0")),
+    "seed": V.seed,
+}
 
 
 @dataclass
@@ -94,10 +187,16 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
       first 25% of the steps, then a cosine decay to zero.
     * ``cosine`` (Loshchilov & Hutter 2017, with the linear warm-up of Goyal et al.
       2017): linear from 0 over ``warmup_steps``, then a cosine decay to zero.
+    * ``linear`` (the schedule of fast CIFAR-10 training, e.g. airbench): a linear rise
+      from 1/5 of the peak over ``warmup_steps``, then a linear decay to zero.
     * ``constant``: always the peak.
     """
     if schedule == "constant":
         return 1.0
+    if schedule == "linear":
+        if step < warmup_steps:
+            return 0.2 + 0.8 * step / warmup_steps
+        return max(0.0, 1 - (step - warmup_steps) / max(1, total_steps - warmup_steps))
     if schedule == "onecycle":
         rise = max(1, int(0.25 * total_steps))
         if step < rise:
@@ -112,27 +211,32 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                  norm_lr_scale: float = 1.0) -> list[dict]:
     # Decay only weights of convolutions and linear layers (ndim > 1): decaying biases
     # and BatchNorm scales/shifts regularises nothing useful ("Bag of Tricks", Sec. 3.1).
+    # Those may learn faster (norm_lr_scale): airbench trains BN biases at 64x the rate.
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        groups[0]["lr"], groups[1]["lr"] = lr, lr * norm_lr_scale
+    return groups
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg.weight_decay)
+    groups = _param_groups(model, cfg.weight_decay, cfg.lr, cfg.norm_lr_scale)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
-def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
-    if not (cfg.amp and device.type == "cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def _use_channels_last(device: torch.device, channels_last: bool) -> bool:
+    # NHWC pays on CUDA (tensor cores) and on CPUs (oneDNN's blocked kernels: 1.3x in
+    # float32, more in bfloat16 in our benchmark); MPS gains nothing from it.
+    return channels_last and device.type in ("cuda", "cpu")
 
 
 def _prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -145,8 +249,8 @@ def _config_key(cfg: TrainConfig) -> dict:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, amp: bool = True,
-    channels_last: bool = False,
+    model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, tta_translate: int = 0,
+    precision: str = "auto", channels_last: bool | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``loader``, in eval mode.
 
@@ -154,13 +258,16 @@ def evaluate(
         model: the network, on the loader's device.
         loader: batches ``(x, y)``.
         tta_flip: average the logits of each image and its left-right mirror.
-        amp: autocast on CUDA.
-        channels_last: NHWC inputs (match the model's memory format).
+        tta_translate: if > 0, also average over copies shifted by this many pixels (see
+            :func:`predict`).
+        precision: autocast as in :class:`TrainConfig` (``"auto"``: bfloat16 where native).
+        channels_last: NHWC inputs; ``None`` matches the model's memory format.
 
     Returns:
         ``(loss, accuracy)``, accuracy in [0, 1].
     """
-    logits, labels = predict(model, loader, tta_flip=tta_flip, amp=amp, channels_last=channels_last)
+    logits, labels = predict(model, loader, tta_flip=tta_flip, tta_translate=tta_translate,
+                             precision=precision, channels_last=channels_last)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
@@ -191,11 +298,12 @@ def recalibrate_bn(
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    V.batches("loader", loader)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and m.track_running_stats]
     if not norms:
         return 0
-    if batches is not None and batches < 1:
+    if batches is not None and V.integer("batches", batches) < 1:
         raise ValueError(f"batches must be >= 1 or None, got {batches}")
     saved, was_training = [m.momentum for m in norms], model.training
     for m in norms:
@@ -214,29 +322,103 @@ def recalibrate_bn(
     return len(norms)
 
 
+def _model_is_channels_last(model: nn.Module) -> bool:
+    weight = next((p for p in model.parameters() if p.ndim == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
+        and not weight.is_contiguous()
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    # Translate a batch by (dy, dx) pixels, filling the border by reflection. (B, C, H, W)
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w]
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, amp: bool = True,
-    channels_last: bool = False,
+    model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, tta_translate: int = 0,
+    precision: str = "auto", channels_last: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels (CPU) of every batch of ``loader``, in eval mode."""
+    """Logits (float32, CPU) and labels (CPU) of every batch of ``loader``, in eval mode.
+
+    Args:
+        model: the network, on the loader's device.
+        loader: batches ``(x, y)``.
+        tta_flip: average the logits of each image and its left-right mirror.
+        tta_translate: if ``t > 0``, weight the logits of the image 1/2 and those of two
+            copies shifted by ``t`` pixels (up-left, down-right; borders reflected) 1/4
+            each, as airbench's test-time augmentation (Jordan, 2024) does.
+        precision: autocast as in :class:`TrainConfig`.
+        channels_last: NHWC inputs; ``None`` matches the model's memory format.
+    """
+    model, loader = V.module("model", model), V.loader("loader", loader)
+    V.boolean("tta_flip", tta_flip)
+    if V.integer("tta_translate", tta_translate) < 0:
+        raise ValueError(f"tta_translate must be >= 0 pixels, got {tta_translate}")
     was_training = model.training
     model.eval()
     device = loader.device
-    dtype = _amp_dtype(device, TrainConfig(amp=amp))
+    dtype = resolve_precision(precision, device)
+    if channels_last is None:
+        channels_last = _model_is_channels_last(model)
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        x = _prepare_input(x, channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x).float()
+            if tta_flip:
+                out = (out + model(x.flip(3)).float()) / 2
+        return out
+
     outs, labels = [], []
     try:
         for x, y in loader:
-            x = _prepare_input(x, channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = model(x)
-                if tta_flip:
-                    out = (out + model(x.flip(3))) / 2
-            outs.append(out.float().cpu())
+            out = logits(x)
+            if tta_translate:
+                t = tta_translate
+                out = 0.5 * out + 0.25 * (logits(_shift(x, -t, -t)) + logits(_shift(x, t, t)))
+            outs.append(out.cpu())
             labels.append(y.cpu())
     finally:
         model.train(was_training)
     return torch.cat(outs), torch.cat(labels)
+
+
+class Lookahead:
+    """Weight averaging as airbench does it (after hlb-cifar10 and Zhang et al., 2019,
+    "Lookahead Optimizer: k steps forward, 1 step back").
+
+    Every ``every`` steps the slow copy moves towards the trained ("fast") weights,
+    ``slow = decay * slow + (1 - decay) * fast``, and the fast weights are reset to it.
+    ``decay`` grows as ``0.95**every * progress**3``: no averaging early, when the
+    weights move fast, strong averaging at the end, where it smooths the noise of SGD.
+    At the end of training the fast weights are set to the slow ones. BatchNorm's
+    running statistics are averaged with the weights.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 5) -> None:
+        self.every = every
+        self.fast = [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.fast]
+
+    @torch.no_grad()
+    def step(self, step: int, total_steps: int) -> None:
+        """Call after optimizer step ``step`` (counted from 1)."""
+        if step % self.every and step != total_steps:
+            return
+        decay = 1.0 if step == total_steps else 0.95 ** self.every * (step / total_steps) ** 3
+        for slow, fast in zip(self.slow, self.fast):
+            slow.lerp_(fast, 1 - decay)
+            fast.copy_(slow)
+
+    def state_dict(self) -> dict:
+        return {"slow": self.slow}
+
+    def load_state_dict(self, state: dict) -> None:
+        for slow, saved in zip(self.slow, state["slow"]):
+            slow.copy_(saved)
 
 
 def fit(
@@ -260,20 +442,28 @@ def fit(
         The :class:`History` of every epoch, including those before a resume.
 
     Raises:
-        ValueError: ``data`` does not come from :func:`cnnlearn.load_data`.
-        FloatingPointError: the training loss became NaN or infinite.
-        CorruptFileError: the checkpoint file exists but cannot be read.
-        CheckpointMismatchError: the checkpoint belongs to a run with another config.
+        ValueError: a bad argument (checked before the first step): ``data`` does not
+            come from :func:`cnnlearn.load_data`, ``config`` is not a ``TrainConfig``,
+            the checkpoint path cannot be written, or the model does not take the data's
+            images or has another number of outputs than the data has classes.
+        FloatingPointError: the training loss became NaN or infinite, or diverged: an
+            epoch's mean above 10x the larger of the first batch's loss and
+            ln(number of classes). The checkpoint keeps the last epoch before it.
+        CorruptFileError: the checkpoint file exists but is not a ``fit`` checkpoint.
+        CheckpointMismatchError: the checkpoint belongs to a run with another config,
+            other data (dataset, subset, seed, batch size) or another network.
     """
-    if not isinstance(data, Data):
-        raise ValueError("data must come from cnnlearn.load_data(...)")
-    cfg = config
+    model, data = V.trainable("model", model), V.data("data", data)
+    cfg = V.instance("config", config, TrainConfig)
+    checkpoint = None if checkpoint is None else V.writable_file("checkpoint", checkpoint)
+    V.boolean("progress", progress), V.function("callback", callback)
     device = data.train.device
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = _use_channels_last(device, cfg.channels_last)
+    amp_dtype = resolve_precision(cfg.precision, device)  # before moving: a refused precision changes nothing
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    amp_dtype = _amp_dtype(device, cfg)
+    V.check_classifier(model, data, amp_dtype)  # one eval-mode forward pass: inputs, outputs, classes
     # float16 needs loss scaling to keep small gradients from underflowing; bfloat16 does not.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -284,14 +474,18 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(cfg.schedule, s, total_steps, warmup_steps))
     history = History()
-    start_epoch = 0
+    start_epoch, loss_start = 0, None  # loss_start: the run's first batch loss, for the divergence guard
     torch.manual_seed(cfg.seed)
 
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = restore_run(checkpoint, stateful, _config_key(cfg))
+    lookahead = Lookahead(model) if cfg.lookahead else None
+    if lookahead is not None:
+        stateful["lookahead"] = lookahead
+    records = {"data": data_record(data), "architecture": architecture(model)}  # a resume must match both
+    if checkpoint is not None and checkpoint.is_file():
+        state = restore_run(checkpoint, stateful, _config_key(cfg), ("loss_start",), kind="fit", records=records)
         history = History(**state["history"])
-        start_epoch = state["epoch"]
+        start_epoch, loss_start = state["epoch"], state["loss_start"]
         if start_epoch >= cfg.epochs:
             return history
 
@@ -320,8 +514,12 @@ def fit(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if lookahead is not None:
+                    lookahead.step(scheduler.last_epoch, total_steps)
                 # Accumulate on the device: a .item() per batch would wait for the GPU.
                 loss_sum += loss.detach().float() * len(y)
+                if loss_start is None:  # one wait, on the run's first batch only
+                    loss_start = loss.item()
                 correct += (out.argmax(1) == y).sum()
                 seen += len(y)
                 bar.update()
@@ -329,18 +527,20 @@ def fit(
                 torch.cuda.synchronize(device)
             epoch_time = time.perf_counter() - t0
             train_loss = loss_sum.item() / seen
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"the training loss became {train_loss} in epoch {epoch + 1}: lower the learning "
-                    f"rate (now {cfg.lr}) or add grad_clip")
-            test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip,
-                                           amp=cfg.amp, channels_last=channels_last)
+            # Before the checkpoint is written: after a divergence it keeps the last good epoch.
+            V.check_loss(train_loss, epoch + 1, start=loss_start, floor=math.log(len(data.classes)),
+                         what="the training loss", fix=f"lower the learning rate (now {cfg.lr}) or add grad_clip")
+            tta = not cfg.tta_final_only or epoch + 1 == cfg.epochs
+            test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
+                                           tta_translate=cfg.tta_translate if tta else 0,
+                                           precision=cfg.precision, channels_last=channels_last)
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=correct.item() / seen,
                            test_loss=test_loss, test_acc=test_acc,
                            lr=optimizer.param_groups[0]["lr"], epoch_time=epoch_time)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.3f}")
             if checkpoint is not None:
-                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg))
+                save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg), kind="fit", records=records,
+                         loss_start=loss_start)
             if callback is not None:
                 callback(epoch + 1, history)
     finally:

@@ -1,10 +1,20 @@
 """Pictures: feature maps, filters, image grids, training curves, confusion matrices.
 
 Every function returns the matplotlib ``Figure`` it drew (so a notebook can save or
-glue it) and labels its axes.
+glue it). The book's figure style is applied here, so that every chapter gets it alike:
+
+* every figure has a title and its axes are labelled with units;
+* constrained layout (``layout="constrained"``), so labels, titles and colour bars do not
+  overlap; :func:`subplots` gives a chapter's own figures the same;
+* accuracy plots show the chance level (:func:`accuracy_axes`, ``plot_history(...,
+  num_classes=10)``), and accuracy bars start at zero (:func:`bar_compare`), so that a
+  short bar is never drawn as a long one;
+* :data:`STYLE`, set by ``cnnlearn.setup()`` through :func:`use_style`, or for one block
+  with ``with viz.style(): ...``.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -14,12 +24,131 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import _validate as V
 from .train import History
 
 __all__ = [
     "feature_maps", "show_feature_maps", "show_filters", "show_images", "plot_history",
-    "plot_confusion", "show_source", "glue",
+    "plot_confusion", "show_source", "glue", "STYLE", "use_style", "style", "subplots",
+    "accuracy_axes", "bar_compare",
 ]
+
+
+# --------------------------------------------------------------------------- style
+
+# rcParams of every figure of the book. Constrained layout is *not* among them: a
+# chapter's figure that calls ``fig.tight_layout()`` after constrained layout was switched
+# on globally gets a warning, or an error when it has a colour bar; so the helpers here
+# and :func:`subplots` ask for it per figure instead.
+STYLE: dict[str, object] = {
+    "axes.titlesize": "medium",
+    "figure.titlesize": "large",
+    "legend.fontsize": "small",
+    "legend.framealpha": 0.85,
+    "grid.alpha": 0.3,
+}
+
+# How the chance level is drawn on every accuracy plot.
+_CHANCE = {"color": "0.35", "linestyle": ":", "linewidth": 1.5}
+
+
+def use_style() -> None:
+    """Apply :data:`STYLE` to every later figure (``cnnlearn.setup()`` calls this)."""
+    plt.rcParams.update(STYLE)
+
+
+def style(constrained: bool = True) -> contextlib.AbstractContextManager:
+    """:data:`STYLE` for the figures created inside a ``with`` block, constrained layout
+    included (unless ``constrained=False``); the previous settings come back afterwards."""
+    return plt.rc_context({**STYLE, "figure.constrained_layout.use": constrained})
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots`` with constrained layout: no ``tight_layout()`` needed, and titles,
+    labels and colour bars do not overlap. Arguments as for ``plt.subplots``."""
+    kwargs.setdefault("layout", "constrained")
+    return plt.subplots(*args, **kwargs)
+
+
+def accuracy_axes(ax, chance: float | None = None, *, zero: bool = True, unit: str = "%",
+                  label: str | None = None):
+    """Make an accuracy axis honest: the y axis starts at zero and a dotted line marks
+    the accuracy of guessing.
+
+    Call it after plotting, so that zero is added to the limits the data chose.
+
+    Args:
+        ax: axes whose y axis shows an accuracy.
+        chance: the accuracy of guessing, in the axis's unit (``100 / num_classes`` for
+            percent, 10.0 for CIFAR-10); None draws no line.
+        zero: start the y axis at zero (always for bars: a bar's length is its value);
+            False keeps the data's limits, e.g. for curves whose differences matter.
+        unit: the axis's unit, for the line's label.
+        label: the line's label (default ``"chance (10%)"``), shown by ``ax.legend()``.
+
+    Returns:
+        ``ax``.
+    """
+    if chance is not None:
+        if not math.isfinite(chance) or chance < 0:
+            raise ValueError(f"chance must be a finite accuracy >= 0 in the axis's unit, e.g. "
+                             f"100 / num_classes for percent; got {chance!r}")
+        ax.axhline(chance, **_CHANCE, label=label or f"chance ({chance:g}{unit})")
+    if zero:
+        ax.set_ylim(bottom=0)
+    return ax
+
+
+def bar_compare(
+    values: Mapping[str, float], *, title: str, ylabel: str = "test accuracy (%)", xlabel: str = "",
+    errors: Mapping[str, float] | Sequence[float] | None = None, chance: float | None = None,
+    decimals: int = 1, colors: Sequence[str] | None = None, ax=None,
+):
+    """Bars of one number per variant (accuracies, by default in percent), from zero.
+
+    Args:
+        values: ``{label: value}``, in the order to draw.
+        title: the figure's title.
+        ylabel: the y axis's label with its unit.
+        xlabel: the x axis's label, e.g. "ResNet-20 variant".
+        errors: error-bar half-widths, ``{label: err}`` or one per bar (e.g. two standard
+            errors); say what they are in the title or the caption.
+        chance: the accuracy of guessing in the unit of ``values``, drawn as a dotted line
+            (10.0 for CIFAR-10 in percent).
+        decimals: decimals of the value written on each bar.
+        colors: one colour per bar (default: all the first colour of the cycle).
+        ax: axes to draw into (default: a new figure).
+
+    Returns:
+        The ``Figure``.
+    """
+    if not values:
+        raise ValueError("values is empty: give {label: value} for at least one bar")
+    labels, heights = list(values), [float(v) for v in values.values()]
+    if min(heights) < 0:
+        raise ValueError(f"bar_compare draws bars from zero and needs values >= 0, got {values!r}; "
+                         f"plot differences with ax.bar and a line at 0 instead")
+    if isinstance(errors, Mapping):
+        errors = [errors[k] for k in labels]
+    if errors is not None and len(errors) != len(labels):
+        raise ValueError(f"errors must give one value per bar ({len(labels)}), got {len(errors)}")
+    if ax is None:
+        fig, ax = subplots(figsize=(max(4.0, 0.9 * len(labels) + 1.5), 3.6))
+    else:
+        fig = ax.figure
+    bars = ax.bar(labels, heights, yerr=errors, capsize=4 if errors is not None else 0, color=colors)
+    # With error bars the number would collide with the bar's whisker: write it inside.
+    ax.bar_label(bars, fmt=f"%.{decimals}f", label_type="center" if errors is not None else "edge",
+                 padding=0 if errors is not None else 2, fontsize=8)
+    accuracy_axes(ax, chance, zero=True)
+    ax.set(title=title, ylabel=ylabel, xlabel=xlabel)
+    if max(len(k) for k in labels) > 10:  # long names: slant them so they do not overlap
+        ax.tick_params(axis="x", labelrotation=30)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    if chance is not None:
+        ax.legend(loc="lower right")
+    ax.grid(axis="y")
+    return fig
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -33,6 +162,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> di
     Returns:
         ``{name: tensor}``, each detached from the graph and moved to the CPU.
     """
+    model, x = V.module("model", model), V.tensor("x", x)
+    if isinstance(layers, str):
+        raise V.ArgumentTypeError(f"layers must be a list of layer names, got the string {layers!r}; "
+                                  f"write [{layers!r}]")
     modules = dict(model.named_modules())
     unknown = [n for n in layers if n not in modules]
     if unknown:
@@ -67,11 +200,12 @@ def show_feature_maps(
         n: channels shown per layer.
         ncols: maps per row.
     """
+    image, n, ncols = V.tensor("image", image), V.positive_int("n", n), V.positive_int("ncols", ncols)
     x = image if image.ndim == 4 else image.unsqueeze(0)  # add the batch axis
     maps = feature_maps(model, x, layers)
     rows_per = math.ceil(n / ncols)
-    fig, axes = plt.subplots(rows_per * len(layers), ncols, squeeze=False,
-                             figsize=(1.6 * ncols, 1.75 * rows_per * len(layers)))
+    fig, axes = subplots(rows_per * len(layers), ncols, squeeze=False,
+                         figsize=(1.6 * ncols, 1.75 * rows_per * len(layers)))
     for li, name in enumerate(layers):
         fmap = maps[name][0]  # drop the batch axis: (C, H, W)
         for j in range(rows_per * ncols):
@@ -83,7 +217,6 @@ def show_feature_maps(
         axes[li * rows_per, 0].text(-0.15, 0.5, f"{name}\n{tuple(fmap.shape)}", transform=axes[li * rows_per, 0].transAxes,
                                     ha="right", va="center", fontsize=8)
     fig.suptitle("Feature maps (first channels of each layer's output)")
-    fig.tight_layout()
     return fig
 
 
@@ -96,7 +229,7 @@ def show_filters(weight: torch.Tensor, n: int = 32, ncols: int = 8, title: str =
     w = weight.detach().float().cpu()
     n = min(n, w.shape[0])
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(1.1 * ncols, 1.2 * nrows))
+    fig, axes = subplots(nrows, ncols, squeeze=False, figsize=(1.1 * ncols, 1.2 * nrows))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -108,7 +241,6 @@ def show_filters(weight: torch.Tensor, n: int = 32, ncols: int = 8, title: str =
         else:
             ax.imshow(f[0].numpy(), cmap="gray")
     fig.suptitle(f"{title}: {n} of {w.shape[0]}, {w.shape[2]}x{w.shape[3]}")
-    fig.tight_layout()
     return fig
 
 
@@ -118,13 +250,14 @@ def show_images(
     predictions: Sequence[int] | torch.Tensor | None = None,
 ):
     """A grid of images ``(N, C, H, W)``: uint8, or floats in [0, 1]. Titles give the
-    class names; with ``predictions``, wrong ones are shown in red."""
+    class names; with ``predictions``, wrong ones are shown in red. Without a ``title``
+    the figure says what it shows ("16 images and their classes")."""
     imgs = images.detach().cpu()
     if imgs.dtype == torch.uint8:
         imgs = imgs.float() / 255
     n = len(imgs)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(1.3 * ncols, 1.5 * nrows))
+    fig, axes = subplots(nrows, ncols, squeeze=False, figsize=(1.3 * ncols, 1.5 * nrows))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -140,25 +273,49 @@ def show_images(
                 color = "black" if pred == lab else "red"
                 text = f"{classes[pred] if classes else pred}" + ("" if pred == lab else f"\n(is {text})")
             ax.set_title(text, fontsize=7, color=color)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    if not title:
+        title = (f"{n} images: predicted class, the true one in red where wrong" if predictions is not None
+                 else f"{n} images and their classes" if labels is not None else f"{n} images")
+    fig.suptitle(title)
     return fig
 
 
-def plot_history(histories: History | Mapping[str, History], title: str = "Training curves"):
+def plot_history(
+    histories: History | Mapping[str, History], title: str = "Training curves",
+    num_classes: int | None = None, chance: float | None = None,
+):
     """Loss and error curves of one run or of several named runs (train dashed, test solid).
 
     The loss axis is logarithmic, so that an early spike (a test loss of 25 in the first
     epoch is common with BatchNorm and few steps) does not flatten every later value. With
     several runs, one legend beside the plots names the runs by colour and the line styles.
+
+    Args:
+        histories: one :class:`History`, or ``{name: History}``.
+        title: the figure's title.
+        num_classes: the number of classes (``len(data.classes)``); draws the chance level:
+            the error of guessing, ``100 (1 - 1/K)`` %, and the loss of a uniform
+            prediction, ``ln K``.
+        chance: the accuracy of guessing as a fraction, instead of ``num_classes`` (for
+            unbalanced test sets: the share of the largest class).
     """
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
+    if num_classes is not None and chance is not None:
+        raise ValueError(f"give num_classes or chance, not both (got {num_classes!r} and {chance!r})")
+    if num_classes is not None:
+        if not (isinstance(num_classes, int) and num_classes >= 2):
+            raise ValueError(f"num_classes must be an int >= 2, e.g. len(data.classes); got {num_classes!r}")
+        chance = 1 / num_classes
+    if chance is not None and not 0 < chance < 1:
+        raise ValueError(f"chance must be the accuracy of guessing as a fraction in (0, 1), e.g. 0.1; got {chance!r}")
     if isinstance(histories, History):
         histories = {"": histories}
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 3.8))
+    if not isinstance(histories, Mapping) or not all(isinstance(h, History) for h in histories.values()):
+        raise V.ArgumentTypeError(f"histories must be a History from fit, or a dict {{name: History}}, got "
+                                  f"{type(histories).__name__}")
+    fig, (ax_loss, ax_err) = subplots(1, 2, figsize=(11, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     handles = []
     for i, (name, h) in enumerate(histories.items()):
@@ -171,6 +328,11 @@ def plot_history(histories: History | Mapping[str, History], title: str = "Train
             handles.append(Line2D([], [], color=c, label=name))
     handles += [Line2D([], [], color="gray", ls="--", label="train"),
                 Line2D([], [], color="gray", ls="-", label="test")]
+    if chance is not None:
+        # Guessing: error 1 - chance; a uniform prediction over K classes has loss ln K.
+        ax_err.axhline(100 * (1 - chance), **_CHANCE)
+        ax_loss.axhline(-math.log(chance), **_CHANCE)
+        handles.append(Line2D([], [], **_CHANCE, label=f"chance ({100 * (1 - chance):.0f}% error)"))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss", yscale="log")
     ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))  # ... 1, 2, 3, 5, 7, 10 ...
     ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))        # plain numbers, not 2x10^0
@@ -179,23 +341,34 @@ def plot_history(histories: History | Mapping[str, History], title: str = "Train
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3, which="both")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-    if len(handles) > 2:   # several runs: one legend for both plots, beside them
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    if any(histories):   # named runs: one legend for both plots, beside them
+        fig.legend(handles=handles, loc="outside right center", fontsize=8)
     else:
         ax_err.legend(handles=handles, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def plot_confusion(
     predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str = "Confusion matrix",
 ):
-    """Row-normalised confusion matrix (rows: true class, columns: predicted), in percent."""
+    """Row-normalised confusion matrix (rows: true class, columns: predicted), in percent.
+
+    Raises:
+        ValueError: ``classes`` is empty, or ``predictions`` and ``labels`` are not
+            class indices in ``[0, len(classes))`` of equal length (an index outside
+            would be counted in a wrong cell).
+    """
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+        raise ValueError(f"classes must be a non-empty list of class names, e.g. data.classes; got {classes!r:.60}")
     k = len(classes)
-    cm = torch.bincount(labels.cpu() * k + predictions.cpu(), minlength=k * k).reshape(k, k).float()
+    predictions, labels = V.class_indices("predictions", predictions, k), V.class_indices("labels", labels, k)
+    if len(predictions) != len(labels):
+        raise ValueError(f"predictions and labels must have one entry per image, "
+                         f"got {len(predictions)} and {len(labels)}")
+    cm = torch.bincount(labels * k + predictions, minlength=k * k).reshape(k, k).float()
     cm = 100 * cm / cm.sum(1, keepdim=True).clamp(min=1)
-    fig, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 1.5))
+    fig, ax = subplots(figsize=(0.55 * k + 2.5, 0.55 * k + 1.5))
     im = ax.imshow(cm.numpy(), cmap="Blues", vmin=0, vmax=100)
     for i in range(k):
         for j in range(k):
@@ -205,7 +378,6 @@ def plot_confusion(
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.colorbar(im, ax=ax, label="% of the true class")
-    fig.tight_layout()
     return fig
 
 

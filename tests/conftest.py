@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny synthetic CIFAR-10 and Fashion-MNIST written to a temporary
-folder, and an environment that points cnnlearn at it.
+"""Shared fixtures and helpers: a tiny synthetic CIFAR-10 and Fashion-MNIST written to a
+temporary folder, an environment that points cnnlearn at it, and the equivalence check
+of our networks against torchvision's and timm's (``demanding_reference``,
+``assert_equivalent``).
 
-Unit tests never read the real datasets and never touch the network: every test that
-loads data gets its own copy here, and ``cnnlearn.data.DATASETS`` is patched so that the
-expected split sizes are the tiny ones written below instead of 50,000 / 10,000.
+Unit tests never touch the network, and read the real datasets only in
+``test_data.test_real_datasets_are_stored_class_mixed``, which runs when
+``$CNNLEARN_DATA`` holds them: every other test that loads data gets its own copy here,
+and ``cnnlearn.data.DATASETS`` is patched so that the expected split sizes are the tiny
+ones written below instead of 50,000 / 10,000.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import hashlib
@@ -25,6 +30,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import cnnlearn.data  # noqa: E402
+from cnnlearn.models.weights import randomize_batchnorm  # noqa: E402
+from cnnlearn.train import recalibrate_bn  # noqa: E402
 
 # Images per class in the synthetic copies (10 classes each).
 TRAIN_PER_CLASS = 3
@@ -172,31 +179,93 @@ def _close_figures():
     plt.close("all")
 
 
-def _demanding_reference(model: torch.nn.Module, size: int = 224) -> torch.nn.Module:
-    """Make the reference a demanding test case: random BN scales and shifts, and BN
-    statistics measured on random images (fresh BNs are identities, and a randomly
-    initialised deep net without them collapses to nearly the same output for every image)."""
+def demanding_reference(model: torch.nn.Module, size: int | tuple[int, ...] = 224) -> torch.nn.Module:
+    """Make a freshly built reference network a demanding test case, in eval mode.
+
+    Reference models initialise BatchNorm as the identity, or zero its weight at the end
+    of a residual branch (timm's ``zero_init_last``), which silences the branch and
+    everything after it, such as an SE unit; and a deep net with random weights gives
+    nearly the same logits for every input. So: random BN weights and biases
+    (``randomize_batchnorm``, the package's one helper for this), then BN statistics
+    measured on random images (``recalibrate_bn``: the random fixed statistics that
+    ``randomize_batchnorm`` sets make the activations of a deep mobile net vanish), and a
+    classifier of unit gain instead of torchvision's tiny one.
+
+    Args:
+        model: the reference, e.g. ``torchvision.models.mobilenet_v2(weights=None)``.
+        size: height and width of the random RGB images the statistics are measured on,
+            or the shape of one input, e.g. ``(100, 1, 1)`` for a DCGAN generator's noise.
+    """
     g = torch.Generator().manual_seed(0)
-    model.eval()
+    shape = (3, size, size) if isinstance(size, int) else tuple(size)
+    randomize_batchnorm(model)
+    recalibrate_bn(model, [(torch.randn(2, *shape, generator=g), None)])
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.reset_running_stats()
-                m.momentum = None  # a plain average of what it sees
-                m.train()          # only the BNs: dropout and stochastic depth stay off
-            elif isinstance(m, torch.nn.Linear):
+            if isinstance(m, torch.nn.Linear):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
-        model(torch.randn(2, 3, size, size, generator=g))
-        for m in model.modules():  # keep near-constant channels from amplifying rounding
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.clamp_(min=1e-2)
     return model.eval()
 
 
-@pytest.fixture
-def demanding_reference():
-    """``f(torchvision_model, size=224) -> model`` in eval mode, made a demanding reference
-    for weight-copy equality tests."""
-    return _demanding_reference
+def _assert_batchnorm_is_not_trivial(model: torch.nn.Module) -> None:
+    """No BatchNorm still has its initial (or zero-initialised) weights and statistics:
+    an equivalence test must not depend on a test remembering to randomise them."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats:
+            trivial = [what for what, tensor, value in (("weight", m.weight, 1.0), ("weight", m.weight, 0.0),
+                                                        ("running_var", m.running_var, 1.0),
+                                                        ("running_mean", m.running_mean, 0.0))
+                       if torch.all(tensor == value)]
+            assert not trivial, (f"BatchNorm {name!r} of the reference has its initial {trivial[0]}: "
+                                 f"call randomize_batchnorm (or demanding_reference) on it first")
+
+
+def assert_equivalent(
+    ours: torch.nn.Module, reference: torch.nn.Module, inputs: torch.Tensor, *, atol: float = 1e-4,
+    rtol: float = 1e-4, perturb: str | list[str] | None = None, min_ratio: float = 10.0,
+) -> None:
+    """Assert that ``ours`` computes the same function as ``reference``, in a test that can fail.
+
+    1. Both in eval mode, and no BatchNorm of the reference is left at its initial values.
+    2. The outputs for ``inputs`` agree within ``atol`` and ``rtol``.
+    3. The outputs vary across the inputs: the median over output elements of the
+       standard deviation across the batch is ``min_ratio`` times the largest
+       tolerance, so the comparison is not between two nearly constant functions.
+    4. A copy of ``ours`` with one parameter perturbed is told apart: the middle weight
+       tensor (halfway through the network), and each parameter named in ``perturb``.
+
+    Args:
+        ours: our network, with the reference's weights copied in.
+        reference: the torchvision/timm (or hand-written) network.
+        inputs: a batch of at least two different inputs.
+        atol, rtol: the tolerances of ``torch.testing.assert_close``.
+        perturb: more parameter names of ``ours`` to perturb, one copy each (e.g. an SE
+            unit's, which a zero-initialised BN before it would silence).
+        min_ratio: how far above the tolerance the spread across inputs must be.
+    """
+    assert len(inputs) >= 2, "the outputs can only vary across at least two inputs"
+    ours.eval(), reference.eval()
+    _assert_batchnorm_is_not_trivial(reference)
+    with torch.no_grad():
+        expected, actual = reference(inputs), ours(inputs)
+    assert actual.shape == expected.shape, f"output shapes differ: ours {actual.shape}, theirs {expected.shape}"
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+    tolerance = atol + rtol * expected.abs().max().item()
+    spread = expected.reshape(len(expected), -1).std(0).median().item()  # per output element, across the inputs
+    assert spread > min_ratio * tolerance, (
+        f"the reference's outputs barely vary across inputs (median spread {spread:.3g}, tolerance "
+        f"{tolerance:.3g}): the comparison would pass for nearly any network")
+
+    weights = [n for n, p in ours.named_parameters() if p.ndim > 1]
+    names = [weights[len(weights) // 2], *([perturb] if isinstance(perturb, str) else perturb or [])]
+    g = torch.Generator().manual_seed(0)
+    for name in names:
+        perturbed = copy.deepcopy(ours)
+        with torch.no_grad():
+            p = perturbed.get_parameter(name)
+            p.add_(torch.randn(p.shape, generator=g).to(p) * 0.1 * (p.abs().mean() + 1e-2))
+            moved = perturbed(inputs)
+        assert not torch.allclose(moved, expected, atol=atol, rtol=rtol), (
+            f"perturbing {name} of our network did not change its outputs beyond the tolerance: "
+            f"the comparison cannot see that parameter")

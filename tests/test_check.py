@@ -586,3 +586,31 @@ def test_verdict_is_truthy_and_displays_nothing_more(capsys):
     assert not check("ch01.output_size", 15, quiet=True)
     assert "passed=True" in repr(verdict)
     assert verdict._ipython_display_() is None    # IPython shows nothing for it: the message is printed
+
+
+def _as_numpy(value):
+    """The same answer as NumPy values, as a learner computing it with NumPy would give it."""
+    import numpy as np
+
+    if isinstance(value, (tuple, list)):
+        return type(value)(_as_numpy(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return np.int64(value) if isinstance(value, int) else np.float64(value)
+
+
+def test_numpy_answers_are_checked_like_python_numbers():
+    import numpy as np
+
+    from cnnlearn.check import reference
+
+    numeric = [i for i in list_exercises() if isinstance(reference(i), (int, float, tuple))
+               and not isinstance(reference(i), bool)]
+    assert len(numeric) >= 5
+    for i in numeric:
+        assert check(i, _as_numpy(reference(i)), quiet=True), i
+    assert check("ch02.resnet34_blocks", np.array([3, 4, 6, 3]), quiet=True)  # an array for a tuple
+    assert check("ch01.conv_params", torch.tensor(73_856), quiet=True)  # a one-element tensor
+    assert not check("ch01.conv_params", np.int64(73_728), quiet=True)  # and a wrong one still fails
+    with pytest.raises(ValueError, match="id must be an exercise id"):
+        check(101, 73_856)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 import cnnlearn.data as data_mod
 from cnnlearn._io import CorruptFileError, atomic_save, safe_load
 from cnnlearn.data import (
-    CIFAR10_CLASSES, DataNotFoundError, DeviceLoader, balanced_subset, load_data, load_images,
-    random_crop, random_flip,
+    CIFAR10_CLASSES, DataNotFoundError, DeviceLoader, ImageSet, balanced_subset, load_data, load_images,
+    random_crop, random_flip, sample_images,
 )
 
 from conftest import SIZES, TEST_PER_CLASS, TRAIN_PER_CLASS
@@ -252,8 +252,10 @@ def test_balanced_subset():
     assert len(balanced_subset(labels, 5)) == 15
     with pytest.raises(ValueError, match="class 1 has only 5"):
         balanced_subset(labels, 6)
-    with pytest.raises(ValueError, match="per_class must be positive"):
+    with pytest.raises(ValueError, match="per_class must be a positive int, got 0"):
         balanced_subset(labels, 0)
+    with pytest.raises(ValueError, match="per_class must be a positive int, got 2.5"):
+        balanced_subset(labels, 2.5)
 
 
 def test_load_data_per_class_subsets(data_env):
@@ -280,6 +282,125 @@ def test_load_data_fashion_mnist(data_env):
     data = load_data("fashion_mnist", device="cpu", batch_size=4)
     x, _ = next(iter(data.train))
     assert x.shape == (4, 1, 28, 28) and data.train.pad == 2
+
+
+# --------------------------------------------------------------------------- stored order and samples
+
+
+def _assert_class_mixed(labels: torch.Tensor, n: int = 20) -> None:
+    """The first ``n`` labels hold several classes, and the split is not stored class by class."""
+    first = labels[:n].tolist()
+    assert len(set(first)) >= 3, f"the first {len(first)} images hold only the classes {sorted(set(first))}"
+    assert (labels.diff() < 0).any(), "the labels are sorted: the split is stored class by class"
+
+
+@pytest.mark.parametrize("name", ["cifar10", "fashion_mnist"])
+@pytest.mark.parametrize("per_class", [None, 2])
+def test_loaded_splits_are_stored_class_mixed(data_env, name, per_class):
+    # The synthetic CIFAR-10 is an image-folder tree, listed class by class: the case the
+    # seeded permutation exists for.
+    assert torch.equal(load_images("cifar10", "train").labels, data_env.folder_labels["train"])
+    data = load_data(name, device="cpu", batch_size=4, train_per_class=per_class, test_per_class=per_class, seed=0)
+    for split, loader in (("train", data.train), ("test", data.test)):
+        source = load_images(name, split)
+        # A small split has few images to spare: look at half of it.
+        _assert_class_mixed(loader.labels, n=min(20, len(loader.labels) // 2))
+        if per_class is None:  # a permutation of the whole split, images and labels together
+            order = [int(i) for i in _positions(loader.images, source.images)]
+            assert sorted(order) == list(range(len(source)))
+            assert torch.equal(loader.labels, source.labels[order])
+        else:
+            assert Counter(loader.labels.tolist()) == {c: per_class for c in range(10)}
+    # Seeded: the same seed stores the same order, another seed another one.
+    again = load_data(name, device="cpu", batch_size=4, train_per_class=per_class, test_per_class=per_class, seed=0)
+    other = load_data(name, device="cpu", batch_size=4, train_per_class=per_class, test_per_class=per_class, seed=1)
+    assert torch.equal(again.train.images, data.train.images) and torch.equal(again.test.labels, data.test.labels)
+    assert not torch.equal(other.train.labels, data.train.labels)
+
+
+def _positions(images: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """For each image, its index in ``source`` (every image must occur there exactly once)."""
+    flat_src, flat = source.flatten(1).long(), images.flatten(1).long()
+    match = (flat[:, None, :] == flat_src[None, :, :]).all(-1)  # (N, N_source)
+    assert (match.sum(1) == 1).all()
+    return match.int().argmax(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("per_class", [None, 20])
+def test_a_class_ordered_source_is_stored_mixed_at_scale(monkeypatch, seed, per_class):
+    # 10 classes of 100 images, listed class by class as ImageFolder lists them: the
+    # first 20 stored images must show most classes, not one.
+    labels = torch.arange(10).repeat_interleave(100)
+    images = labels.to(torch.uint8)[:, None, None, None].expand(-1, 3, 4, 4).contiguous()  # pixel = label
+
+    monkeypatch.setattr(data_mod, "load_images", lambda name, split: ImageSet(images, labels, CIFAR10_CLASSES, "fake"))
+    data = load_data("cifar10", device="cpu", batch_size=8, train_per_class=per_class, seed=seed)
+    for loader in (data.train, data.test):
+        _assert_class_mixed(loader.labels)
+        assert len(set(loader.labels[:20].tolist())) >= 5
+        assert torch.equal(loader.images[:, 0, 0, 0].long(), loader.labels)  # images moved with their labels
+
+
+@pytest.mark.parametrize("name", ["cifar10", "fashion_mnist"])
+def test_real_datasets_are_stored_class_mixed(name, monkeypatch):
+    """The real datasets under $CNNLEARN_DATA, when there (skipped otherwise; never downloads)."""
+    root = data_mod.os.environ.get("CNNLEARN_DATA")
+    if not root or not any(p.is_dir() for p in data_mod._candidates(name)[:-1]):
+        pytest.skip(f"no copy of {name} under CNNLEARN_DATA")
+
+    def no_download(name, split):
+        pytest.skip(f"{name}/{split} is not under CNNLEARN_DATA={root}")
+
+    monkeypatch.setattr(data_mod, "_download", no_download)
+    for per_class in (None, 50):
+        data = load_data(name, device="cpu", train_per_class=per_class, test_per_class=per_class)
+        for loader in (data.train, data.test):
+            _assert_class_mixed(loader.labels)
+            assert len(set(loader.labels[:20].tolist())) >= 5
+        images, labels = sample_images(data, per_class=2, split="test")
+        assert labels.tolist() == list(range(10)) * 2
+
+
+def test_sample_images_is_balanced_interleaved_and_seeded(data_env):
+    data = load_data("cifar10", device="cpu", batch_size=4, seed=0)
+    images, labels = sample_images(data, per_class=3)
+    assert images.shape == (30, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64 and labels.tolist() == list(range(10)) * 3  # one of each, then again
+    # Each sampled image is a training image with that label, and none is drawn twice.
+    where = _positions(images, data.train.images)
+    assert len(set(where.tolist())) == 30 and torch.equal(data.train.labels[where], labels)
+    # Seeded: the same seed gives the same sample, other seeds other samples.
+    assert torch.equal(sample_images(data, per_class=3)[0], images)
+    smaller, _ = sample_images(data, per_class=2, seed=5)
+    assert any(not torch.equal(sample_images(data, per_class=2, seed=s)[0], smaller) for s in range(6, 9))
+    # The test split, from the Data or from its loader, and normalised as the loader's batches.
+    test_images, test_labels = sample_images(data, per_class=2, split="test", seed=3)
+    assert test_labels.tolist() == list(range(10)) * 2
+    assert len(set(_positions(test_images, data.test.images).tolist())) == 20
+    same, same_labels = sample_images(data.test, per_class=2, seed=3)
+    assert torch.equal(same, test_images) and torch.equal(same_labels, test_labels)
+    normalised, _ = sample_images(data.test, per_class=2, seed=3, normalize=True)
+    assert normalised.dtype == torch.float32
+    torch.testing.assert_close(normalised, data.test.normalize(test_images))
+    # Drawing a sample leaves the loader's epoch, and so its batches, alone.
+    assert data.train.epoch == 0
+
+
+def test_sample_images_bad_arguments(data_env):
+    data = load_data("fashion_mnist", device="cpu", batch_size=4)
+    with pytest.raises(ValueError, match="class 0 has only 3 examples; ask for at most 3"):
+        sample_images(data, per_class=4)
+    with pytest.raises(ValueError, match="per_class must be a positive int, got 0"):
+        sample_images(data, per_class=0)
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test', got 'val'"):
+        sample_images(data, split="val")
+    with pytest.raises(ValueError, match="split='test' was given with a DeviceLoader"):
+        sample_images(data.train, split="test")
+    with pytest.raises(TypeError, match="source must be the Data from load_data"):
+        sample_images(data.train.images)
+    with pytest.raises(TypeError, match="seed must be an int.*got 0.5"):
+        sample_images(data, seed=0.5)
 
 
 # --------------------------------------------------------------------------- the loader

@@ -6,6 +6,8 @@ import torch.nn as nn
 from cnnlearn.measure import count_params
 from cnnlearn.models.layers import DepthwiseSeparableConv, SqueezeExcite
 
+from conftest import assert_equivalent
+
 # --------------------------------------------------------------------------- squeeze-and-excitation
 
 
@@ -79,9 +81,7 @@ def test_se_equals_torchvision_and_timm():
             for p in theirs.parameters():
                 p.normal_()
         ours.load_state_dict(theirs.state_dict())
-        x = torch.randn(2, ours.fc1.in_channels, 7, 7)
-        with torch.no_grad():
-            torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+        assert_equivalent(ours, theirs, torch.randn(2, ours.fc1.in_channels, 7, 7), atol=1e-5, rtol=1e-5)
 
 
 def test_se_bad_arguments():

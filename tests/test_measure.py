@@ -267,6 +267,36 @@ def test_summary_table():
     text = str(summary(model, (3, 5, 5)))
     assert "Total params" in text
     assert "108" in text
+    assert str(summary(model, (1, 3, 5, 5))) == text  # torchinfo's size, with its batch of one
+
+
+def test_summary_writes_the_unit_of_the_mult_adds():
+    # torchinfo 1.8 on Python 3.11+ printed "Total mult-adds (Units.MEGABYTES): 0.00".
+    small = nn.Conv2d(3, 4, 3, bias=False)
+    text = str(summary(small, (3, 5, 5)))
+    assert "Total mult-adds (M): 0.00" in text and "Units." not in text
+    big = nn.Conv2d(64, 64, 3, bias=False)  # 64 * 64 * 9 * 198 * 198 = 1.445 GMACs
+    stats = summary(big, (64, 200, 200))
+    assert f"Total mult-adds (G): {count_macs(big, (64, 200, 200)) / 1e9:.2f}" in repr(stats)
+    assert "Total mult-adds (G): 1.45" in str(stats)
+    assert stats.total_mult_adds == 64 * 64 * 9 * 198 * 198  # still torchinfo's statistics
+
+
+def test_count_macs_accepts_torchinfos_size_with_a_batch_of_one():
+    from cnnlearn import create_model
+
+    model = create_model("resnet20")
+    per_image = count_macs(model, (3, 32, 32))
+    assert per_image > 40_000_000  # ResNet-20: about 41 MMACs
+    assert count_macs(model, (1, 3, 32, 32)) == per_image
+    assert count_macs(_tiny_cnn(), (1, 3, 16, 16)) == count_macs(_tiny_cnn(), (3, 16, 16))
+    # A larger batch is refused with the right form, before the model sees a 5-D tensor.
+    with pytest.raises(ValueError, match=r"batch of 8 images.*input_size=\(3, 32, 32\).*batch_size=8"):
+        count_macs(model, (8, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"input_size=\(3, 16, 16\)"):
+        latency(_tiny_cnn(), (2, 3, 16, 16))
+    with pytest.raises(ValueError, match="without the batch dimension"):
+        count_macs(model, "3x32x32")
 
 
 def test_compare_latency_interleaves_and_orders():

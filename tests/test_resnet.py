@@ -8,12 +8,13 @@ import torch.nn as nn
 import torchvision
 
 from cnnlearn import conv2d_params, count_macs, count_params, create_model, list_models
-from cnnlearn.models import _MODELS
+from cnnlearn.models.registry import _MODELS
 from cnnlearn.models import resnet as R
-from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.resnet import (
     BasicBlock, Bottleneck, PadShortcut, PreActBasicBlock, ResNet, ResNetConfig, make_shortcut,
 )
+
+from conftest import assert_equivalent, demanding_reference
 
 RESNET_MODELS = [n for n in list_models() if _MODELS[n].__module__ == R.__name__]
 # CIFAR-sized factories default to 10 classes, ImageNet-sized ones to 1000
@@ -32,15 +33,8 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def _assert_same_outputs(ours: nn.Module, theirs: nn.Module, size: int = 224) -> None:
-    ours.eval()
-    theirs.eval()
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        a, b = ours(x), theirs(x)
-    assert a.shape == b.shape
-    assert b.abs().max() > 1e-2  # the comparison is not between two near-zero outputs
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+def _inputs(size: int = 224) -> torch.Tensor:
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 # --------------------------------------------------------------------------- ImageNet: torchvision / timm
@@ -69,10 +63,9 @@ def test_resnet18_macs_equal_torchvision():
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_torchvision_weights_give_same_outputs(name):
     torch.manual_seed(0)
-    theirs = getattr(torchvision.models, name)(weights=None)
-    randomize_batchnorm(theirs)
+    theirs = demanding_reference(getattr(torchvision.models, name)(weights=None))
     ours = R.load_torchvision_resnet(create_model(name), theirs)
-    _assert_same_outputs(ours, theirs)
+    assert_equivalent(ours, theirs, _inputs())
 
 
 def test_resnet50d_equals_timm():
@@ -80,9 +73,9 @@ def test_resnet50d_equals_timm():
     theirs = timm.create_model("resnet50d", pretrained=False)
     ours = R.resnet50d()
     assert count_params(ours) == count_params(theirs) == 25_576_264
-    randomize_batchnorm(theirs)
+    demanding_reference(theirs)
     R.load_timm_resnet(ours, theirs)
-    _assert_same_outputs(ours, theirs)
+    assert_equivalent(ours, theirs, _inputs())
 
 
 def test_resnet18d_equals_timm_and_odd_sizes_work():
@@ -91,11 +84,11 @@ def test_resnet18d_equals_timm_and_odd_sizes_work():
     ours = R.resnet18d()
     assert count_params(ours) == count_params(theirs) == 11_708_744
     assert count_macs(ours, (3, 96, 96)) == count_macs(theirs, (3, 96, 96))
-    randomize_batchnorm(theirs)
+    demanding_reference(theirs, size=100)
     R.load_timm_resnet(ours, theirs)
     # 100 px gives odd maps (25 -> 13 -> 7 -> 4): ceil_mode in ResNet-D's pooling keeps
     # the shortcut the same size as the strided 3x3 branch
-    _assert_same_outputs(ours, theirs, size=100)
+    assert_equivalent(ours, theirs, _inputs(100))
 
 
 def test_resnet34d_params_equal_timm():

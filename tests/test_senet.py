@@ -13,6 +13,8 @@ from cnnlearn.models.senet import (
     SE_PLACEMENTS, SEPlacedBlock, load_timm_seresnet, se_resnet, seresnet20, seresnet50,
 )
 
+from conftest import assert_equivalent, demanding_reference
+
 SE_MODELS = ["seresnet20", "seresnet50", "seresnet56"]
 
 
@@ -22,33 +24,30 @@ SE_MODELS = ["seresnet20", "seresnet50", "seresnet56"]
 def test_seresnet50_equals_timm():
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    theirs = timm.create_model("seresnet50", pretrained=False).eval()
-    ours = seresnet50().eval()
+    theirs = timm.create_model("seresnet50", pretrained=False)
+    ours = seresnet50()
     assert count_params(ours) == count_params(theirs) == 28_088_024
     assert count_macs(ours) == count_macs(theirs)
-    # Random BN statistics, so that copying them is tested too.
-    with torch.no_grad():
-        for m in theirs.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    # timm zero-initialises each block's last BN weight (zero_init_last): the SE unit after
+    # it would output zero, and the comparison would not see it. The demanding reference
+    # gives every BN random weights; perturbing an SE unit of the first and the last block
+    # must then change the logits.
+    demanding_reference(theirs)
     load_timm_seresnet(ours, theirs)
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+    assert_equivalent(ours, theirs, torch.randn(2, 3, 224, 224),
+                      perturb=["stages.stage1.0.attn.fc2.weight", "stages.stage4.2.attn.fc1.weight"])
 
 
 def test_basic_block_se_resnet_equals_timm_seresnet18():
     # The same mapping covers BasicBlock networks (timm's seresnet18), at a smaller input.
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    theirs = timm.create_model("seresnet18", pretrained=False).eval()
-    ours = se_resnet(ResNetConfig(BasicBlock, (2, 2, 2, 2)), divisor=8).eval()  # timm rounds 64/16 up to 8
+    theirs = demanding_reference(timm.create_model("seresnet18", pretrained=False), size=96)
+    ours = se_resnet(ResNetConfig(BasicBlock, (2, 2, 2, 2)), divisor=8)  # timm rounds 64/16 up to 8
     assert count_params(ours) == count_params(theirs)
     load_timm_seresnet(ours, theirs)
-    x = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+    assert_equivalent(ours, theirs, torch.randn(2, 3, 96, 96),
+                      perturb=["stages.stage1.0.attn.fc2.weight", "stages.stage4.1.attn.fc1.weight"])
 
 
 def test_se_adds_what_the_formula_says():

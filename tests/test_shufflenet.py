@@ -7,12 +7,13 @@ import torchvision
 from cnnlearn.measure import conv2d_macs, conv2d_params, count_macs, count_params, linear_params
 from cnnlearn.models import create_model, list_models
 from cnnlearn.models.layers import ChannelShuffle, channel_shuffle
-from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.shufflenet import (
     GUIDELINE_VARIANTS, BenchBottleneck, Fragments, guideline_net,
     ShuffleNetV1, ShuffleV1Unit, ShuffleV2Unit, TableRow, load_torchvision_shufflenet_v2,
     shufflenet_v1_config, shufflenet_v1_table, shufflenet_v2_config, shufflenet_v2_table,
 )
+
+from conftest import assert_equivalent, demanding_reference
 
 # --------------------------------------------------------------------------- channel shuffle
 
@@ -100,18 +101,11 @@ def test_v2_rounded_numbers_of_the_brief():
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0"])
-@torch.no_grad()
 def test_v2_outputs_equal_torchvision_after_copying_weights(name):
     torch.manual_seed(0)
-    theirs = getattr(torchvision.models, name)(weights=None)
-    randomize_batchnorm(theirs)
+    theirs = demanding_reference(getattr(torchvision.models, name)(weights=None))
     ours = load_torchvision_shufflenet_v2(create_model(name), theirs)
-    ours.eval(), theirs.eval()
-    x = torch.randn(2, 3, 224, 224)
-    expected = theirs(x)
-    torch.testing.assert_close(ours(x), expected, atol=1e-4, rtol=1e-4)
-    assert (ours(x) - expected).abs().max() < 1e-4
-    assert expected.std() > 1e-2  # not a trivially constant output
+    assert_equivalent(ours, theirs, torch.randn(2, 3, 224, 224))
 
 
 def test_v2_weight_loading_rejects_another_size():

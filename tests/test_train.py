@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from cnnlearn._io import CheckpointMismatchError, CorruptFileError
 from cnnlearn.data import Data, DeviceLoader
 from cnnlearn.train import (
-    History, TrainConfig, _make_optimizer, _param_groups, evaluate, fit, lr_multiplier, predict,
-    recalibrate_bn,
+    History, TrainConfig, _make_optimizer, _param_groups, cpu_has_native_bf16, evaluate, fit, lr_multiplier,
+    predict, recalibrate_bn, resolve_precision,
 )
 
 NUM_CLASSES = 4
@@ -54,12 +54,21 @@ def tiny_net(seed: int = 0, dropout: float = 0.2) -> nn.Module:
 @pytest.mark.parametrize("kwargs, match", [
     ({"epochs": 0}, "epochs must be a positive int"),
     ({"epochs": 2.5}, "epochs must be a positive int"),
-    ({"optimizer": "adam"}, "optimizer must be 'sgd' or 'adamw'"),
-    ({"schedule": "step"}, "schedule must be"),
-    ({"lr": 0.0}, "lr must be > 0"),
-    ({"weight_decay": -1e-4}, "weight_decay >= 0"),
-    ({"label_smoothing": 1.0}, "label_smoothing in"),
-    ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+    ({"optimizer": "adam"}, "optimizer must be one of 'sgd', 'adamw'"),
+    ({"schedule": "step"}, "schedule must be one of"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": "0.1"}, "lr must be a finite number > 0, got '0.1'"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a finite number >= 0"),
+    ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),
+    ({"momentum": 1.0}, r"momentum must be a number in \[0, 1\)"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be a finite number >= 0"),
+    ({"schedule": "cosine", "epochs": 2, "warmup_epochs": 3}, "warmup_epochs=3.0 is longer than the run"),
+    ({"grad_clip": -1.0}, "grad_clip must be a finite number > 0.*None for no clipping"),
+    ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0"),
+    ({"tta_flip": "no"}, "tta_flip must be True or False"),
+    ({"seed": -1}, "seed must be an int in"),
 ])
 def test_train_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -95,7 +104,7 @@ def test_cosine_with_warmup_shape():
 def test_constant_and_unknown_schedules():
     assert {lr_multiplier("constant", s, 10, 2) for s in range(10)} == {1.0}
     with pytest.raises(ValueError, match="unknown schedule"):
-        lr_multiplier("linear", 0, 10, 0)
+        lr_multiplier("step", 0, 10, 0)
 
 
 # --------------------------------------------------------------------------- training
@@ -237,14 +246,14 @@ def test_evaluate_with_tta_flip():
     x = data.test.normalize(data.test.images)
     with torch.no_grad():
         plain, flipped = model(x), model(x.flip(3))
-    logits, _ = predict(model, data.test, tta_flip=True)
+    logits, _ = predict(model, data.test, tta_flip=True, precision="fp32")
     torch.testing.assert_close(logits, (plain + flipped) / 2)
     assert not torch.allclose(logits, plain)
-    loss, acc = evaluate(model, data.test, tta_flip=True)
+    loss, acc = evaluate(model, data.test, tta_flip=True, precision="fp32")
     y = data.test.labels
     assert loss == pytest.approx(F.cross_entropy((plain + flipped) / 2, y).item(), rel=1e-5)
     assert acc == pytest.approx(((plain + flipped).argmax(1) == y).float().mean().item())
-    loss_plain, _ = evaluate(model, data.test)
+    loss_plain, _ = evaluate(model, data.test, precision="fp32")
     assert loss_plain == pytest.approx(F.cross_entropy(plain, y).item(), rel=1e-5)
     assert not math.isclose(loss, loss_plain)
 
@@ -284,3 +293,105 @@ def test_recalibrate_bn_without_batchnorm_and_bad_batches():
         recalibrate_bn(tiny_net(), data.train, batches=0)
     with pytest.raises(ValueError, match="model must be an nn.Module"):
         recalibrate_bn(tiny_net().state_dict(), data.train)
+
+
+# --------------------------------------------------------------------------- precision (fast path)
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16")
+
+
+def test_resolve_precision_choices_and_errors():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(ValueError, match="precision must be one of 'auto', 'fp32', 'bf16', 'fp16'"):
+        resolve_precision("half", cpu)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="float32")
+
+
+def test_bf16_refused_without_native_support(monkeypatch):
+    import cnnlearn.train as train
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        resolve_precision("bf16", torch.device("cpu"))
+    assert resolve_precision("auto", torch.device("cpu")) is None  # auto falls back to float32
+    with pytest.raises(ValueError, match="no native bfloat16"):  # fit refuses before touching the model
+        fit(tiny_net(), brightness_data(), TrainConfig(epochs=1, precision="bf16"), progress=False)
+
+
+def _conv_input_dtypes(model, run):
+    seen = set()
+    handle = model[0].register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@needs_bf16
+def test_bf16_changes_speed_not_results():
+    """bf16 autocast really runs (the first conv computes in bfloat16, the weights differ from the
+    float32 run's), yet over paired seeds its accuracy is within noise of float32's."""
+    accs = {"fp32": [], "bf16": []}
+    for seed in range(3):
+        finals = {}
+        for precision in accs:
+            model, data = tiny_net(seed, dropout=0.0), brightness_data(n_train=128, seed=seed)
+            cfg = TrainConfig(epochs=5, lr=0.2, precision=precision, seed=seed)
+            dtypes = _conv_input_dtypes(model, lambda: fit(model, data, cfg, progress=False))
+            assert dtypes == ({torch.bfloat16} if precision == "bf16" else {torch.float32})
+            accs[precision].append(evaluate(model, data.test, precision="fp32")[1])
+            finals[precision] = model[0].weight.detach().float().clone()
+        assert not torch.equal(finals["fp32"], finals["bf16"])  # the precision did change the arithmetic
+    diffs = [b - f for b, f in zip(accs["bf16"], accs["fp32"])]
+    assert min(accs["fp32"]) > 0.6 and min(accs["bf16"]) > 0.6, accs  # both learned (chance is 0.25)
+    assert abs(sum(diffs) / len(diffs)) <= 0.1, accs
+
+
+@needs_bf16
+def test_bf16_resume_is_exact(tmp_path):
+    cfg = TrainConfig(epochs=3, lr=0.05, precision="bf16")
+    whole = fit(tiny_net(), brightness_data(augment=True), cfg, progress=False)
+    ckpt = tmp_path / "run.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, history):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(tiny_net(), brightness_data(augment=True), cfg, checkpoint=ckpt, progress=False, callback=stop_after_two)
+    resumed = fit(tiny_net(), brightness_data(augment=True), cfg, checkpoint=ckpt, progress=False)
+    assert resumed.train_loss == whole.train_loss and resumed.test_acc == whole.test_acc
+
+
+def test_fit_uses_channels_last_on_cpu_and_evaluation_sees_float():
+    model, data = tiny_net(), brightness_data()
+    fit(model, data, TrainConfig(epochs=1, lr=0.05), progress=False)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    outputs = _conv_input_dtypes(model, lambda: model.eval()(data.test.normalize(data.test.images)))
+    assert outputs == {torch.float32}  # hooks outside fit see float tensors
+    fit(plain := tiny_net(), data, TrainConfig(epochs=1, lr=0.05, channels_last=False, precision="fp32"),
+        progress=False)
+    assert plain[0].weight.is_contiguous()
+
+
+def test_tta_translate_averages_shifted_copies():
+    from cnnlearn.train import _shift
+    data = brightness_data(n_test=40)
+    model = _Asymmetric()
+    x = data.test.normalize(data.test.images)
+    assert torch.equal(_shift(x, 0, 0), x)
+    assert torch.equal(_shift(x, 1, 1)[..., 1:, 1:], x[..., :-1, :-1])  # moved down-right by one pixel
+    with torch.no_grad():
+        expected = 0.5 * model(x) + 0.25 * (model(_shift(x, -1, -1)) + model(_shift(x, 1, 1)))
+    logits, _ = predict(model, data.test, tta_translate=1, precision="fp32")
+    torch.testing.assert_close(logits, expected)
+    with pytest.raises(ValueError, match="tta_translate must be >= 0"):
+        predict(model, data.test, tta_translate=-1)

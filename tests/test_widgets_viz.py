@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from cnnlearn import create_model
 from cnnlearn.train import History
 from cnnlearn.viz import (
-    feature_maps, plot_confusion, plot_history, show_feature_maps, show_filters, show_images,
+    STYLE, accuracy_axes, bar_compare, feature_maps, plot_confusion, plot_history, show_feature_maps,
+    show_filters, show_images, style, subplots,
 )
 from cnnlearn.widgets import conv_explorer, conv_report
 
@@ -167,3 +168,111 @@ def test_plot_confusion_is_row_normalised():
     expected = torch.tensor([[75.0, 25, 0], [0, 50, 50], [0, 0, 100]])
     torch.testing.assert_close(cm.float(), expected)
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- the figure style
+
+
+def _history() -> History:
+    h = History()
+    for e in range(1, 4):
+        h.append(epoch=e, train_loss=2.0 / e, train_acc=0.3 * e, test_loss=2.2 / e, test_acc=0.25 * e,
+                 lr=0.1, epoch_time=1.0)
+    return h
+
+
+def _title(fig: Figure) -> str:
+    return fig._suptitle.get_text() if fig._suptitle else " ".join(ax.get_title() for ax in fig.axes)
+
+
+def test_every_helper_figure_has_a_title_and_constrained_layout(alexnet_cifar):
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    figures = {
+        "feature maps": show_feature_maps(alexnet_cifar, torch.randn(3, 32, 32), ["stem"], n=3, ncols=3),
+        "filters": show_filters(alexnet_cifar.stem[0].weight, n=4),
+        "images": show_images(torch.rand(2, 3, 4, 4), labels=[0, 1]),
+        "history": plot_history(_history(), num_classes=10),
+        "confusion": plot_confusion(torch.tensor([0, 1]), torch.tensor([0, 1]), ["a", "b"]),
+        "bars": bar_compare({"A": 50.0}, title="t"),
+        "subplots": subplots()[0],
+    }
+    for name, fig in figures.items():
+        assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine), name
+        assert name == "subplots" or _title(fig).strip(), name
+    assert _title(figures["images"]) == "2 images and their classes"
+    plt.close("all")
+
+
+def test_plot_history_draws_the_chance_level():
+    fig = plot_history(_history(), num_classes=10)
+    loss_ax, err_ax = fig.axes
+    chance = [line for line in err_ax.lines if list(line.get_ydata()) == [90.0, 90.0]]
+    assert len(chance) == 1 and chance[0].get_linestyle() == ":"
+    assert err_ax.get_ylim()[1] >= 90  # the line is inside the axis
+    assert any(list(line.get_ydata()) == pytest.approx([2.302585] * 2) for line in loss_ax.lines)  # ln 10
+    assert [t.get_text() for t in err_ax.get_legend().get_texts()] == ["train", "test", "chance (90% error)"]
+    # chance= for an unbalanced test set; with named runs the chance level joins the figure's legend.
+    two = plot_history({"a": _history(), "b": _history()}, chance=0.25)
+    (legend,) = two.legends
+    assert [t.get_text() for t in legend.get_texts()][-1] == "chance (75% error)"
+    assert len(plot_history(_history()).axes[1].lines) == 2  # no chance line unless asked
+    with pytest.raises(ValueError, match="num_classes or chance, not both"):
+        plot_history(_history(), num_classes=10, chance=0.1)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        plot_history(_history(), num_classes=1)
+    with pytest.raises(ValueError, match=r"chance must be .* in \(0, 1\)"):
+        plot_history(_history(), chance=10)
+    plt.close("all")
+
+
+def test_bar_compare_starts_at_zero_with_a_chance_line():
+    fig = bar_compare({"option A": 91.2, "option B (projection)": 90.5}, errors={"option A": 0.6,
+                      "option B (projection)": 0.6}, chance=10.0, title="ResNet-20 variants",
+                      xlabel="variant")
+    (ax,) = fig.axes
+    assert ax.get_ylim()[0] == 0  # bars from zero, although both values are near 91
+    assert [p.get_height() for p in ax.patches] == [91.2, 90.5]
+    assert [list(line.get_ydata()) for line in ax.lines if line.get_linestyle() == ":"] == [[10.0, 10.0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance (10%)"]
+    assert ax.get_title() == "ResNet-20 variants" and ax.get_ylabel() == "test accuracy (%)"
+    assert ax.get_xlabel() == "variant"
+    assert [t.get_text() for t in ax.texts] == ["91.2", "90.5"]  # the values, written on the bars
+    assert ax.get_xticklabels()[0].get_rotation() == 30  # long names slanted
+    with pytest.raises(ValueError, match="values is empty"):
+        bar_compare({}, title="t")
+    with pytest.raises(ValueError, match="needs values >= 0"):
+        bar_compare({"a": -1.0}, title="t")
+    with pytest.raises(ValueError, match=r"errors must give one value per bar \(2\), got 1"):
+        bar_compare({"a": 1.0, "b": 2.0}, errors=[0.1], title="t")
+    plt.close("all")
+
+
+def test_accuracy_axes():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [80, 85, 90])
+    assert accuracy_axes(ax, chance=10) is ax
+    assert ax.get_ylim()[0] == 0
+    (line,) = [line for line in ax.lines if line.get_label() == "chance (10%)"]
+    assert list(line.get_ydata()) == [10, 10]
+    fig, curve = plt.subplots()
+    curve.plot([1, 2, 3], [0.8, 0.85, 0.9])   # accuracy as a fraction, two classes
+    accuracy_axes(curve, chance=0.5, zero=False, unit="", label="guessing")
+    assert 0.3 < curve.get_ylim()[0] < 0.5 and curve.lines[-1].get_label() == "guessing"
+    with pytest.raises(ValueError, match="chance must be a finite accuracy >= 0"):
+        accuracy_axes(ax, chance=-1)
+    plt.close("all")
+
+
+def test_style_and_setup_apply_the_book_style():
+    import cnnlearn
+
+    with plt.rc_context():   # leave the tests' settings as they were
+        with style():
+            assert plt.rcParams["figure.constrained_layout.use"] is True
+            assert plt.rcParams["legend.fontsize"] == STYLE["legend.fontsize"]
+        plt.rcParams["grid.alpha"] = 1.0
+        cnnlearn.setup(seed=0, verbose=False)
+        assert plt.rcParams["grid.alpha"] == STYLE["grid.alpha"]
+        # setup() leaves the layout to each figure: chapters still call tight_layout().
+        assert plt.rcParams["figure.constrained_layout.use"] is False

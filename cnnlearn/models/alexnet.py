@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from . import register_model
-from .layers import check_positive
+from .registry import register_model
+from .layers import check_images, check_positive
 from .weights import copy_weights
 
 __all__ = ["AlexNet", "alexnet", "alexnet_cifar", "load_torchvision_alexnet"]
@@ -78,8 +78,7 @@ class AlexNet(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"AlexNet expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        check_images(x, self, name="AlexNet")
         return self.head(self.forward_features(x))
 
 

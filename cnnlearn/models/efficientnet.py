@@ -34,8 +34,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from . import register_model
-from .layers import ConvBNAct, SqueezeExcite, check_positive, make_divisible
+from .registry import register_model
+from .layers import ConvBNAct, SqueezeExcite, check_images, check_positive, make_divisible
 from .mobilenet import InvertedResidual, inverted_residual_prefixes, load_by_prefix
 
 __all__ = [
@@ -278,8 +278,7 @@ class EfficientNet(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"EfficientNet expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        check_images(x, self, name="EfficientNet")
         return self.head(self.forward_features(x))
 
 

@@ -10,7 +10,24 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["ConvBNAct", "make_divisible", "check_divisible", "check_positive", "channel_shuffle", "ChannelShuffle", "SqueezeExcite", "DepthwiseSeparableConv"]
+from .._validate import check_model_input
+
+__all__ = ["ConvBNAct", "make_divisible", "check_images", "check_divisible", "check_positive", "channel_shuffle", "ChannelShuffle", "SqueezeExcite", "DepthwiseSeparableConv"]
+
+
+def check_images(x: torch.Tensor, model: nn.Module, channels: int = 3, name: str | None = None) -> None:
+    """The input check at the top of a network's ``forward``: ``x`` must be a float tensor
+    ``(B, channels, H, W)`` of the parameters' dtype. The ``ValueError`` says how to
+    convert what was passed: a NumPy array, uint8 pixels, float64 images, an image
+    without its batch axis.
+
+    Args:
+        x: the input.
+        model: the network (for its name and its parameters' dtype).
+        channels: input channels the network takes.
+        name: the name in the message (default: the model's class name).
+    """
+    check_model_input(x, name or type(model).__name__, channels, next(model.parameters(), None))
 
 
 def check_positive(**values: float) -> None:

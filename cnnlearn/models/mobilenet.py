@@ -41,9 +41,9 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from . import register_model
+from .registry import register_model
 from .layers import (
-    ConvBNAct, DepthwiseSeparableConv, SqueezeExcite, check_positive, make_divisible,
+    ConvBNAct, DepthwiseSeparableConv, SqueezeExcite, check_images, check_positive, make_divisible,
 )
 from .weights import load_by_prefix
 
@@ -82,11 +82,6 @@ def resolution_for(rho: float, base: int = 224) -> int:
 def _check_dropout(dropout: float) -> None:
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
-def _check_images(x: torch.Tensor, name: str) -> None:
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
 
 
 def _init_weights(model: nn.Module, linear_std: float = 0.01) -> None:
@@ -172,7 +167,7 @@ class MobileNetV1(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, "MobileNetV1")
+        check_images(x, self, name="MobileNetV1")
         return self.head(self.forward_features(x))
 
 
@@ -320,7 +315,7 @@ class MobileNetV2(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, "MobileNetV2")
+        check_images(x, self, name="MobileNetV2")
         return self.head(self.forward_features(x))
 
 
@@ -471,7 +466,7 @@ class MobileNetV3(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, "MobileNetV3")
+        check_images(x, self, name="MobileNetV3")
         return self.head(self.forward_features(x))
 
 

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_model
-from .layers import ConvBNAct, check_positive
+from .registry import register_model
+from .layers import ConvBNAct, check_images, check_positive
 from .weights import copy_weights, rename
 
 # Kept for modules that imported the private names.
@@ -507,8 +507,7 @@ class ResNet(nn.Module):
         return self.final_act(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"ResNet expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        check_images(x, self, name="ResNet")
         return self.head(self.forward_features(x))  # (B, num_classes)
 
 

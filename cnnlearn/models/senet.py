@@ -27,7 +27,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from . import register_model
+from .registry import register_model
 from .layers import SqueezeExcite
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .weights import copy_weights, rename

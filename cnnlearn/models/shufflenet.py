@@ -47,8 +47,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from . import register_model
-from .layers import ChannelShuffle, ConvBNAct, check_divisible, check_positive, make_divisible
+from .registry import register_model
+from .layers import ChannelShuffle, ConvBNAct, check_divisible, check_images, check_positive, make_divisible
 from .weights import copy_weights
 
 __all__ = [
@@ -355,8 +355,7 @@ class _ShuffleNet(nn.Module):
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__} expects images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        check_images(x, self)
         return self.head(self.forward_features(x))
 
 
