@@ -4,8 +4,11 @@ Three runs, one after the other, each timed from before its data is loaded:
 
 1. the speedrun recipe sized to reach 85% quickly (``--epochs85`` epochs);
 2. the speedrun recipe sized to reach 90% (``--epochs90`` epochs);
-3. ``resnet20`` with ``fit``'s default recipe (one-cycle, batch 256), given the wall time
-   of run 2 (its epoch count is estimated from a timed first epoch).
+3. ``resnet20`` with ``fit``'s default recipe (``TrainConfig(epochs=n)``: one-cycle, lr 0.1,
+   batch 256), given the wall time of run 2 (``n`` from a timed first epoch).
+
+The decoded images are cached (and the cache warmed) before any run, so no run pays
+the one-off JPEG decoding.
 
 Every epoch prints its cumulative wall time and test accuracy (the last with test-time
 augmentation in the speedrun). Then ``time_to_85_s`` and ``time_to_90_s`` for the speedrun
@@ -37,40 +40,45 @@ def _print_epochs(label: str, acc: list[float], wall: list[float]) -> None:
 def _resnet20(budget_s: float, seed: int) -> tuple[list[float], list[float]]:
     start = time.perf_counter()
     data = cnnlearn.load_data("cifar10", batch_size=256, seed=seed)
+    load_s = time.perf_counter() - start
     torch.manual_seed(seed)
     # One timed epoch tells how many fit the budget; the real run then starts afresh
     # (its wall time counted from its own load_data, as the speedrun's).
     probe = fit(cnnlearn.create_model("resnet20"), data, TrainConfig(epochs=1), progress=False)
-    per_epoch = time.perf_counter() - start
-    epochs = max(1, math.floor(budget_s / per_epoch))
-    print(f"resnet20: {per_epoch:.0f} s for load + one epoch ({probe.final_test_acc:.2%}); "
+    per_epoch = time.perf_counter() - start - load_s
+    epochs = max(1, math.floor((budget_s - load_s) / per_epoch))
+    print(f"resnet20: {per_epoch:.0f} s for one epoch with its evaluation ({probe.final_test_acc:.2%}); "
           f"{epochs} epochs fit in {budget_s:.0f} s")
     start = time.perf_counter()
     data = cnnlearn.load_data("cifar10", batch_size=256, seed=seed)
     torch.manual_seed(seed)
     wall: list[float] = []
-    history = fit(cnnlearn.create_model("resnet20"), data, TrainConfig(epochs=epochs, label_smoothing=0.1),
+    history = fit(cnnlearn.create_model("resnet20"), data, TrainConfig(epochs=epochs),
                   progress=False, callback=lambda e, h: wall.append(time.perf_counter() - start))
     return history.test_acc, wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs85", type=int, default=4)
-    parser.add_argument("--epochs90", type=int, default=12)
-    parser.add_argument("--model", default="speedrun_cifar_small")
+    parser.add_argument("--epochs85", type=int, default=7)
+    parser.add_argument("--epochs90", type=int, default=16)
+    parser.add_argument("--model", default=None, help="default: speedrun_cifar on a GPU, else speedrun_cifar_small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-20 comparison")
     args = parser.parse_args()
     device = cnnlearn.get_device()
-    print(f"speedrun on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, model {args.model}")
+    print(f"speedrun on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, model {args.model or "(default for the device)"}")
+    cnnlearn.load_data("cifar10")  # decode once into the cache: no run below pays for it
     runs = {}
     for target, epochs in ((85, args.epochs85), (90, args.epochs90)):
         print(f"speedrun for {target}%: {epochs} epochs")
         r = speedrun(epochs, model=args.model, seed=args.seed, progress=False)
         _print_epochs(f"speedrun{target}", r.history.test_acc, r.wall)
         runs[target] = r
-    t85, t90 = runs[85].time_to(0.85), runs[90].time_to(0.90)
+    # Either run may reach a target first: the short run's schedule ends sooner, the long
+    # one may pass it on the way.
+    t85 = min((t for t in (runs[85].time_to(0.85), runs[90].time_to(0.85)) if t is not None), default=None)
+    t90 = min((t for t in (runs[85].time_to(0.90), runs[90].time_to(0.90)) if t is not None), default=None)
     print(f"speedrun: final {runs[85].final_test_acc:.2%} in {runs[85].wall[-1]:.0f} s ({args.epochs85} epochs), "
           f"{runs[90].final_test_acc:.2%} in {runs[90].wall[-1]:.0f} s ({args.epochs90} epochs)")
     print(f"time_to_85_s: {_fmt(t85)}")

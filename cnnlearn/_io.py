@@ -224,7 +224,8 @@ def loader_record(loader: Any) -> dict:
     images, labels = getattr(loader, "images", None), getattr(loader, "labels", None)
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
         return {"images": len(labels), "checksum": _checksum(images, labels), "batch_size": loader.batch_size,
-                "seed": loader.seed, "augment": bool(loader.augment)}
+                "seed": loader.seed, "augment": bool(loader.augment), "pad": getattr(loader, "pad", None),
+                "flip": getattr(loader, "flip", None)}
     record: dict[str, Any] = {"type": type(loader).__name__}
     if hasattr(loader, "__len__"):
         record["batches"] = len(loader)

@@ -505,9 +505,12 @@ def check_classifier(model: nn.Module, data: Any, autocast: torch.dtype | None =
     try:
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             out = model(x)
-    except Exception as e:  # any failure here means: this model does not fit this data
-        raise ValueError(f"{name} cannot take the images of this data, shape {tuple(x.shape[1:])}: "
-                         f"{type(e).__name__}: {e}") from e
+    except torch.cuda.OutOfMemoryError:
+        raise  # the device is full: not a mismatch between model and data
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:  # this model does not fit this data
+        precision = "float32" if autocast is None else f"{autocast} autocast"
+        raise ValueError(f"{name} cannot take the images of this data, shape {tuple(x.shape[1:])} on "
+                         f"{x.device} in {precision}: {type(e).__name__}: {e}") from e
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):

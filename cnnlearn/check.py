@@ -1,4 +1,4 @@
-"""Exercise checkers: ``check("ch01.conv_params", 73856)`` says pass or fail, with a hint.
+"""Exercise checkers: ``check("ch01.conv_params", answer)`` says pass or fail, with a hint.
 
 Each exercise of the book is registered here with its question and a checker that
 takes the learner's answer (a number, a function or a module class) and returns
@@ -159,25 +159,26 @@ def _number(answer: Any, expected: int, hints: dict[int, str], unit: str = "") -
 
 
 @exercise("ch01.output_size",
-          "A 3x3 convolution with stride 2 and padding 1 is applied to a 32x32 image. "
+          "A 5x5 convolution with stride 2 and padding 2 is applied to a 28x28 image. "
           "How wide is its output?",
-          reference=16)
+          reference=14)
 def _ch01_output_size(answer):
-    return _number(answer, 16, {
-        15: "that is the size without padding: the formula adds 2*padding to the input first.",
-        17: "the division by the stride is rounded down (floor), not up.",
-        32: "a stride of 2 moves the kernel two pixels at a time: the output shrinks.",
+    return _number(answer, 14, {
+        12: "that is the size without padding: the formula adds 2*padding to the input first.",
+        15: "the division by the stride is rounded down (floor), not up.",
+        28: "a stride of 2 moves the kernel two pixels at a time: the output shrinks.",
+        13: "the formula ends with + 1: floor((size + 2*padding - kernel_size) / stride) + 1.",
     }, " pixels")
 
 
 @exercise("ch01.conv_params",
-          "How many parameters (weights and biases) does nn.Conv2d(64, 128, kernel_size=3) have?",
-          reference=73_856)
+          "How many parameters (weights and biases) does nn.Conv2d(128, 256, kernel_size=3) have?",
+          reference=295_168)
 def _ch01_conv_params(answer):
-    return _number(answer, 73_856, {
-        73_728: "that counts the weights only: nn.Conv2d has a bias per output channel by default.",
-        576: "that is one filter's weights (3*3*64); there are 128 filters.",
-        1_152: "each of the 128 filters has 3*3*64 weights, not 3*3.",
+    return _number(answer, 295_168, {
+        294_912: "that counts the weights only: nn.Conv2d has a bias per output channel by default.",
+        1_152: "that is one filter's weights (3*3*128); there are 256 filters.",
+        2_304: "each of the 256 filters has 3*3*128 weights, not 3*3.",
     })
 
 
@@ -345,31 +346,36 @@ def _ch02_bottleneck_params(answer):
     })
 
 
-@exercise("ch02.resnet34_blocks",
-          "How many basic blocks does each of ResNet-34's four stages have? Answer a tuple of four ints.",
-          reference=(3, 4, 6, 3))
-def _ch02_resnet34_blocks(answer):
+@exercise("ch02.resnet200_blocks",
+          "He et al.'s ResNet-200 (2016) is built of bottlenecks; it keeps ResNet-152's first, third and fourth "
+          "stages (3, 36 and 3 blocks) and deepens the second. How many bottlenecks does each of its four stages "
+          "have? Answer a tuple of four ints.",
+          reference=(3, 24, 36, 3))
+def _ch02_resnet200_blocks(answer):
     if not (isinstance(answer, (tuple, list)) and len(answer) == 4
             and all(isinstance(n, int) and not isinstance(n, bool) for n in answer)):
         return False, "answer with four ints, one per stage, e.g. (1, 1, 1, 1)."
     answer = tuple(answer)
-    if answer == (3, 4, 6, 3):
-        return True, "(3, 4, 6, 3): 16 blocks of two 3x3 convolutions, plus the stem conv and the fc: 34 layers."
-    known = {(2, 2, 2, 2): "that is ResNet-18.", (3, 4, 23, 3): "that is ResNet-101's layout (bottlenecks).",
-             (3, 8, 36, 3): "that is ResNet-152's layout (bottlenecks)."}
+    if answer == (3, 24, 36, 3):
+        return True, ("(3, 24, 36, 3): 66 bottlenecks of three convolutions, plus the stem conv and the fc: "
+                      "200 layers.")
+    known = {(3, 8, 36, 3): "that is ResNet-152 itself: deepen its second stage until the layers add up to 200.",
+             (3, 4, 23, 3): "that is ResNet-101.", (3, 4, 6, 3): "that is ResNet-50 (and ResNet-34)."}
     if answer in known:
         return False, known[answer]
-    layers = 2 * sum(answer) + 2
-    if layers != 34:
-        return False, (f"that gives 2 x {sum(answer)} + 2 = {layers} weighted layers: each basic block has two "
-                       f"3x3 convolutions, and the stem conv and the fc add two.")
-    return False, "the right total of 16 blocks, but not the paper's split: the third (14x14) stage has the most."
+    if (answer[0], answer[2], answer[3]) != (3, 36, 3):
+        return False, "keep ResNet-152's first, third and fourth stages: 3, 36 and 3 bottlenecks."
+    if 2 * sum(answer) + 2 == 200:
+        return False, "that counts two convolutions per block, as in a basic block: a bottleneck has three."
+    return False, (f"that gives 3 x {sum(answer)} + 2 = {3 * sum(answer) + 2} weighted layers: each bottleneck "
+                   f"has three convolutions, and the stem conv and the fc add two.")
 
 
 @exercise("ch02.option_a_cost",
-          "How many parameters do the shortcuts add to the CIFAR ResNet-20 with option A, and how many with "
-          "option B (a 1x1 convolution + BatchNorm where the shape changes)? Answer a pair (A, B).",
-          reference=(0, 2_752))
+          "How many parameters do the shortcuts add to a CIFAR ResNet-20 twice as wide (stem 32 channels, "
+          "stages of 32, 64 and 128) with option A, and how many with option B (a 1x1 convolution + "
+          "BatchNorm where the shape changes)? Answer a pair (A, B).",
+          reference=(0, 10_624))
 def _ch02_option_a_cost(answer):
     if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
         return False, "answer with a pair: (parameters added by option A, parameters added by option B)."
@@ -377,16 +383,17 @@ def _ch02_option_a_cost(answer):
     if not ok_a:
         return False, ("option A: subsampling and zero channels have no weights: it adds nothing."
                        if isinstance(answer[0], (int, float)) and not isinstance(answer[0], bool) else msg_a)
-    ok_b, msg_b = _number(answer[1], 2_752, {
-        2_560: "each projection has a BatchNorm too: two parameters per output channel.",
-        14_240: "that is option C, a projection in every block; B projects only where the shape changes.",
-        2_656: "the projections have no bias (a BatchNorm follows), but the BatchNorm has a scale and a shift.",
-        2_176: "two blocks change the shape: 16 -> 32 channels and 32 -> 64 channels.",
-        576: "two blocks change the shape: 16 -> 32 channels and 32 -> 64 channels.",
+    ok_b, msg_b = _number(answer[1], 10_624, {
+        10_240: "each projection has a BatchNorm too: two parameters per output channel.",
+        55_616: "that is option C, a projection in every block; B projects only where the shape changes.",
+        10_432: "the projections have no bias (a BatchNorm follows), but the BatchNorm has a scale and a shift.",
+        8_448: "two blocks change the shape: 32 -> 64 channels and 64 -> 128 channels.",
+        2_176: "two blocks change the shape: 32 -> 64 channels and 64 -> 128 channels.",
+        2_752: "that is the ResNet-20 of section 2.7 (16, 32 and 64 channels); this one is twice as wide.",
     })
     if not ok_b:
         return False, "option B: " + msg_b
-    return True, "0 against 2,752: option A is free in parameters and MACs; its price is what it throws away."
+    return True, "0 against 10,624: option A is free in parameters and MACs; its price is what it throws away."
 
 
 # --------------------------------------------------------------------------- chapter 6
@@ -551,17 +558,18 @@ def _ch06_add_se(cls):
 
 
 @exercise("ch09.conv_transpose_size",
-          "nn.ConvTranspose2d(64, 32, kernel_size=3, stride=2, padding=1) is applied to a 7x7 map. "
+          "nn.ConvTranspose2d(128, 64, kernel_size=5, stride=2, padding=2) is applied to a 9x9 map. "
           "How wide is its output?",
-          reference=13)
+          reference=17)
 def _ch09_conv_transpose_size(answer):
-    return _number(answer, 13, {
-        4: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
-        14: ("a stride-2 transposed convolution doubles the size only with a matching kernel and padding "
+    return _number(answer, 17, {
+        5: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
+        18: ("a stride-2 transposed convolution doubles the size only with a matching kernel and padding "
              "(k=4, p=1) or output_padding; work through the formula."),
-        15: "padding crops the output of a transposed convolution: subtract 2*padding.",
-        12: "the formula ends with + 1: (size-1)*stride - 2*padding + (kernel_size-1) + 1.",
-        11: "the kernel's extent adds kernel_size - 1 pixels to (size-1)*stride before the final + 1.",
+        21: "padding crops the output of a transposed convolution: subtract 2*padding.",
+        19: "padding crops padding pixels on each side: subtract 2*padding, not padding once.",
+        16: "the formula ends with + 1: (size-1)*stride - 2*padding + (kernel_size-1) + 1.",
+        13: "the kernel's extent adds kernel_size - 1 pixels to (size-1)*stride before the final + 1.",
     }, " pixels")
 
 
@@ -706,16 +714,17 @@ def _ch07_channel_shuffle(fn):
 
 
 @exercise("ch07.group_conv_params",
-          "How many weights does nn.Conv2d(480, 120, kernel_size=1, groups=3, bias=False) have "
-          "(the first 1x1 convolution of a stage-3 unit of ShuffleNet v1 with g=3)?",
-          reference=19_200)
+          "How many weights does nn.Conv2d(1536, 384, kernel_size=1, groups=8, bias=False) have "
+          "(the first 1x1 convolution of a stage-4 unit of ShuffleNet v1 with g=8)?",
+          reference=73_728)
 def _ch07_group_conv_params(answer):
-    return _number(answer, 19_200, {
-        57_600: "that is the ungrouped convolution: with groups=3 each filter sees only 480/3 input channels.",
-        6_400: ("you divided by the groups twice: each of the 120 filters keeps its place and sees 480/3 "
-                "input channels, so 120 * 160."),
-        19_320: "bias=False: the layer has no biases.",
-        160: "that is one filter's weights (480/3); there are 120 filters.",
+    # g=8's stage 4, not g=3's 240-channel layer: the chapter tabulates that one, answer included.
+    return _number(answer, 73_728, {
+        589_824: "that is the ungrouped convolution: with groups=8 each filter sees only 1536/8 input channels.",
+        9_216: ("you divided by the groups twice: each of the 384 filters keeps its place and sees 1536/8 "
+                "input channels, so 384 * 192."),
+        74_112: "bias=False: the layer has no biases.",
+        192: "that is one filter's weights (1536/8); there are 384 filters.",
     })
 
 
@@ -847,16 +856,17 @@ def _ch05_separable_macs(answer):
 
 
 @exercise("ch05.make_divisible",
-          "MobileNetV2 with width multiplier 0.35: how many output channels does its stem convolution have "
+          "MobileNetV2 with width multiplier 0.6: how many output channels does its stem convolution have "
           "(32 before the multiplier)?",
-          reference=16)
+          reference=24)
 def _ch05_make_divisible(answer):
     from .models.layers import make_divisible
 
-    return _number(answer, make_divisible(32 * 0.35, 8), {
-        11: "0.35 * 32 = 11.2 is not a multiple of 8: make_divisible rounds it.",
-        8: ("8 is the nearest multiple of 8, but it would lose more than 10% of 11.2 "
-            "(8 < 0.9 * 11.2), so make_divisible goes one step of 8 further."),
-        12: "12 is not a multiple of 8: make_divisible rounds to multiples of the divisor, 8.",
-        32: "the width multiplier 0.35 thins the stem too: start from 0.35 * 32.",
+    # 0.6 rather than a published multiplier: the chapter tabulates those (0.35 ... 1.4), answer included.
+    return _number(answer, make_divisible(32 * 0.6, 8), {
+        19: "0.6 * 32 = 19.2 is not a multiple of 8: make_divisible rounds it.",
+        16: ("16 is the nearest multiple of 8, but it would lose more than 10% of 19.2 "
+             "(16 < 0.9 * 19.2 = 17.28), so make_divisible goes one step of 8 further."),
+        20: "20 is not a multiple of 8: make_divisible rounds to multiples of the divisor, 8.",
+        32: "the width multiplier 0.6 thins the stem too: start from 0.6 * 32.",
     }, " channels")

@@ -59,7 +59,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or None for plain float32.
 
-    * ``"auto"``: CUDA -> bfloat16 if the GPU supports it, else float16; a CPU with
+    * ``"auto"``: CUDA -> bfloat16 on GPUs with native support (Ampere or newer), else float16; a CPU with
       native bfloat16 -> bfloat16; anything else -> float32.
     * ``"fp32"``: float32 everywhere (the reference arithmetic).
     * ``"bf16"``: bfloat16 autocast; refused on a CPU without native bfloat16, where
@@ -78,8 +78,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         if precision == "fp16":
             return torch.float16
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
+        # Native bfloat16 needs compute capability 8.0 (Ampere) or newer; on older GPUs such
+        # as Colab's T4 it is emulated (torch.cuda.is_bf16_supported() says True there), so
+        # "auto" takes float16 with loss scaling instead.
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
             return torch.bfloat16
+        if precision == "bf16":
+            raise ValueError(f"precision='bf16' was asked for, but this GPU (compute capability {major}.{minor}) "
+                             "has no native bfloat16 and would emulate it slowly; use precision='auto' (float16 "
+                             "with loss scaling) or 'fp32'")
         return torch.float16
     if device.type == "cpu":
         if precision == "fp16":
@@ -114,7 +122,7 @@ class TrainConfig:
     tta_flip: bool = False  # test-time augmentation: average the logits of an image and its mirror
     tta_translate: int = 0  # test-time augmentation: also average over copies shifted by this many pixels
     tta_final_only: bool = False  # apply the test-time augmentation only when evaluating the last epoch
-    norm_lr_scale: float = 1.0  # learning rate of biases and norm parameters, as a multiple of lr (airbench: 64)
+    norm_lr_scale: float = 1.0  # learning rate of normalisation layers' parameters, as a multiple of lr (airbench: 64)
     lookahead: bool = False  # pull the weights towards their running average every 5 steps (airbench)
     grad_clip: float | None = None  # clip the gradient norm to this, if set
     seed: int = 0  # seeds the model-independent randomness (dropout) of the run
@@ -187,8 +195,8 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
       first 25% of the steps, then a cosine decay to zero.
     * ``cosine`` (Loshchilov & Hutter 2017, with the linear warm-up of Goyal et al.
       2017): linear from 0 over ``warmup_steps``, then a cosine decay to zero.
-    * ``linear`` (the schedule of fast CIFAR-10 training, e.g. airbench): a linear rise
-      from 1/5 of the peak over ``warmup_steps``, then a linear decay to zero.
+    * ``linear`` (after airbench's, which ends at 0.07 of the peak rather than zero): a
+      linear rise from 1/5 of the peak over ``warmup_steps``, then a linear decay to zero.
     * ``constant``: always the peak.
     """
     if schedule == "constant":
@@ -211,18 +219,29 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def _param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
                   norm_lr_scale: float = 1.0) -> list[dict]:
     # Decay only weights of convolutions and linear layers (ndim > 1): decaying biases
     # and BatchNorm scales/shifts regularises nothing useful ("Bag of Tricks", Sec. 3.1).
-    # Those may learn faster (norm_lr_scale): airbench trains BN biases at 64x the rate.
+    # Normalisation layers' parameters may learn faster (norm_lr_scale): airbench trains
+    # its BatchNorm shifts at 64x the rate of the weights.
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if lr is not None:
-        groups[0]["lr"], groups[1]["lr"] = lr, lr * norm_lr_scale
+    if lr is None:
+        return groups
+    groups[0]["lr"] = groups[1]["lr"] = lr
+    if norm_lr_scale != 1.0:
+        norm = {id(p) for m in model.modules() if isinstance(m, _NORM_LAYERS) for p in m.parameters(recurse=False)}
+        groups[1]["params"] = [p for p in no_decay if id(p) not in norm]
+        groups.append({"params": [p for p in no_decay if id(p) in norm], "weight_decay": 0.0,
+                       "lr": lr * norm_lr_scale})
+        groups = [g for g in groups if g["params"]]
     return groups
 
 
@@ -250,7 +269,7 @@ def _config_key(cfg: TrainConfig) -> dict:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, tta_translate: int = 0,
-    precision: str = "auto", channels_last: bool | None = None,
+    precision: str = "fp32", channels_last: bool | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``loader``, in eval mode.
 
@@ -260,7 +279,8 @@ def evaluate(
         tta_flip: average the logits of each image and its left-right mirror.
         tta_translate: if > 0, also average over copies shifted by this many pixels (see
             :func:`predict`).
-        precision: autocast as in :class:`TrainConfig` (``"auto"``: bfloat16 where native).
+        precision: autocast as in :class:`TrainConfig`; ``fit`` passes its own. Called
+            directly the default is float32, so forward hooks see float32 tensors.
         channels_last: NHWC inputs; ``None`` matches the model's memory format.
 
     Returns:
@@ -323,9 +343,12 @@ def recalibrate_bn(
 
 
 def _model_is_channels_last(model: nn.Module) -> bool:
-    weight = next((p for p in model.parameters() if p.ndim == 4), None)
-    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
-        and not weight.is_contiguous()
+    # A weight with one input channel or a 1x1 kernel is contiguous in both layouts; ask
+    # one whose layouts differ.
+    for p in model.parameters():
+        if p.ndim == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -339,7 +362,7 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 @torch.no_grad()
 def predict(
     model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, tta_translate: int = 0,
-    precision: str = "auto", channels_last: bool | None = None,
+    precision: str = "fp32", channels_last: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, CPU) and labels (CPU) of every batch of ``loader``, in eval mode.
 
@@ -350,13 +373,16 @@ def predict(
         tta_translate: if ``t > 0``, weight the logits of the image 1/2 and those of two
             copies shifted by ``t`` pixels (up-left, down-right; borders reflected) 1/4
             each, as airbench's test-time augmentation (Jordan, 2024) does.
-        precision: autocast as in :class:`TrainConfig`.
+        precision: autocast as in :class:`TrainConfig` (default float32; ``fit`` passes its own).
         channels_last: NHWC inputs; ``None`` matches the model's memory format.
     """
     model, loader = V.module("model", model), V.loader("loader", loader)
     V.boolean("tta_flip", tta_flip)
     if V.integer("tta_translate", tta_translate) < 0:
         raise ValueError(f"tta_translate must be >= 0 pixels, got {tta_translate}")
+    if tta_translate and tta_translate >= min(loader.images.shape[-2:]):
+        raise ValueError(f"tta_translate={tta_translate} pixels must be smaller than the images "
+                         f"({tuple(loader.images.shape[-2:])}); use 1 or 2")
     was_training = model.training
     model.eval()
     device = loader.device
@@ -400,7 +426,9 @@ class Lookahead:
 
     def __init__(self, model: nn.Module, every: int = 5) -> None:
         self.every = every
-        self.fast = [t for t in model.state_dict().values() if t.is_floating_point()]
+        seen: set[int] = set()  # tied weights appear twice in a state_dict: average them once
+        self.fast = [t for t in model.state_dict().values() if t.is_floating_point()
+                     and not (t.data_ptr() in seen or seen.add(t.data_ptr()))]
         self.slow = [t.detach().clone() for t in self.fast]
 
     @torch.no_grad()
@@ -429,7 +457,7 @@ def fit(
     """Train ``model`` on ``data`` and evaluate it on the test split after every epoch.
 
     Args:
-        model: the network; it is moved to the data's device (and to channels-last on CUDA).
+        model: the network; it is moved to the data's device (and to channels-last on CUDA and CPUs).
         data: from :func:`cnnlearn.load_data`.
         config: the recipe.
         checkpoint: a file path. After every epoch the run's full state is written there
@@ -481,7 +509,8 @@ def fit(
     lookahead = Lookahead(model) if cfg.lookahead else None
     if lookahead is not None:
         stateful["lookahead"] = lookahead
-    records = {"data": data_record(data), "architecture": architecture(model)}  # a resume must match both
+    # A resume must match the data, the network and the arithmetic ("auto" resolves per machine).
+    records = {"data": data_record(data), "architecture": architecture(model), "autocast": str(amp_dtype)}
     if checkpoint is not None and checkpoint.is_file():
         state = restore_run(checkpoint, stateful, _config_key(cfg), ("loss_start",), kind="fit", records=records)
         history = History(**state["history"])

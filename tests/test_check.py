@@ -64,10 +64,10 @@ class CornerHead(GAPHead):
 
 # Exercise id -> (a correct answer, [(a wrong answer, a phrase its message must contain), ...]).
 EXERCISES = {
-    "ch01.output_size": (16, [(15, "padding"), (17, "rounded down"), (32, "stride"),
-                              (8, "too small"), ("16", "give a number")]),
-    "ch01.conv_params": (73_856, [(73_728, "bias"), (576, "128 filters"), (1_152, "3*3*64"),
-                                  (80_000, "too large")]),
+    "ch01.output_size": (14, [(12, "padding"), (15, "rounded down"), (28, "stride"), (13, "ends with + 1"),
+                              (8, "too small"), ("14", "give a number")]),
+    "ch01.conv_params": (295_168, [(294_912, "bias"), (1_152, "256 filters"), (2_304, "3*3*128"),
+                                   (300_000, "too large")]),
     "ch01.conv_macs": (75_497_472, [(150_994_944, "FLOPs"), (75_628_544, "biases"),
                                     (66_355_200, "32x32"), (True, "give a number")]),
     "ch01.stacked_3x3": ((73_728, 102_400), [((36_864, 102_400), "one 3x3 convolution"),
@@ -168,17 +168,20 @@ EXERCISES.update({
     "ch02.bottleneck_params": (1_117_184, [(1_114_112, "weights only"), (1_120_256, "buffers"),
                                            (18_874_368, "without a bottleneck"), (1_115_648, "two parameters"),
                                            (2_000_000, "too large")]),
-    "ch02.resnet34_blocks": ((3, 4, 6, 3), [((2, 2, 2, 2), "ResNet-18"), ((3, 4, 23, 3), "ResNet-101"),
-                                            ((3, 4, 5, 3), "2 x 15 + 2 = 32"), ((4, 4, 4, 4), "not the paper's split"),
-                                            ((3, 4, 6), "four ints"), ("3463", "four ints")]),
-    "ch02.option_a_cost": ((0, 2_752), [((0, 2_560), "BatchNorm too"), ((0, 14_240), "option C"),
-                                        ((2_752, 2_752), "adds nothing"), ((0, 2_176), "two blocks change"),
-                                        ((0, "2752"), "give a number"), (2_752, "pair")]),
+    "ch02.resnet200_blocks": ((3, 24, 36, 3), [((3, 8, 36, 3), "ResNet-152 itself"), ((3, 4, 23, 3), "ResNet-101"),
+                                               ((3, 57, 36, 3), "two convolutions per block"),
+                                               ((3, 25, 36, 3), "3 x 67 + 2 = 203"),
+                                               ((4, 24, 35, 3), "keep ResNet-152's"),
+                                               ((3, 24, 36), "four ints"), ("32436", "four ints")]),
+    "ch02.option_a_cost": ((0, 10_624), [((0, 10_240), "BatchNorm too"), ((0, 55_616), "option C"),
+                                         ((10_624, 10_624), "adds nothing"), ((0, 8_448), "two blocks change"),
+                                         ((0, 2_752), "twice as wide"), ((0, "10624"), "give a number"),
+                                         (10_624, "pair")]),
 })
 
 
 def test_ch02_basic_block_accepts_a_list_for_the_blocks_and_the_package_block():
-    assert check("ch02.resnet34_blocks", [3, 4, 6, 3], quiet=True)
+    assert check("ch02.resnet200_blocks", [3, 24, 36, 3], quiet=True)
 
     from cnnlearn.models.resnet import BasicBlock, make_shortcut
 
@@ -358,9 +361,9 @@ def d_loss_logits_as_probabilities(real_logits, fake_logits):
 
 
 EXERCISES.update({
-    "ch09.conv_transpose_size": (13, [(4, "ordinary convolution"), (14, "doubles the size only"),
-                                      (15, "padding crops"), (12, "ends with + 1"), (11, "kernel's extent"),
-                                      (20, "too large")]),
+    "ch09.conv_transpose_size": (17, [(5, "ordinary convolution"), (18, "doubles the size only"),
+                                      (21, "padding crops"), (19, "not padding once"), (16, "ends with + 1"),
+                                      (13, "kernel's extent"), (30, "too large")]),
     "ch09.d_loss": (d_loss_ok, [(d_loss_unstable, "underflows"), (d_loss_swapped, "labels are swapped"),
                                 (d_loss_value, "D maximises"), (d_loss_halved, "do not average"),
                                 (d_loss_real_only, "only the real-image term"), (d_loss_summed, "do not sum"),
@@ -417,8 +420,8 @@ EXERCISES.update({
     "ch07.channel_shuffle": (shuffle_ok, [(shuffle_no_transpose, "old order"), (shuffle_inverse, "inverse shuffle"),
                                           (shuffle_view, "use reshape"), (shuffle_flat, "order is wrong"),
                                           (shuffle_reversed, "order is wrong"), ("f", "function itself")]),
-    "ch07.group_conv_params": (19_200, [(57_600, "ungrouped"), (6_400, "twice"), (19_320, "no biases"),
-                                        (160, "one filter"), (20_000, "too large")]),
+    "ch07.group_conv_params": (73_728, [(589_824, "ungrouped"), (9_216, "twice"), (74_112, "no biases"),
+                                        (192, "one filter"), (80_000, "too large")]),
     "ch07.faster_block": (("A", _lat(1.0), _lat(2.0)), [
         (("B", _lat(1.0), _lat(2.0)), "your measurement says A"),
         (("A", _lat(2.0), _lat(1.0)), "your measurement says B"),
@@ -509,8 +512,8 @@ EXERCISES.update({
                                          (25_690_112, "pointwise convolution alone"), (54_992_896, "FLOPs"),
                                          (29_302_784, "64 input channels"), (25_567_488, "keeps the 56x56"),
                                          (8_768, "those are the weights"), (30_000_000, "too large")]),
-    "ch05.make_divisible": (16, [(11.2, "not a multiple of 8"), (8, "more than 10%"), (12, "not a multiple"),
-                                 (32, "thins the stem"), (24, "too large"), ("16", "give a number")]),
+    "ch05.make_divisible": (24, [(19.2, "not a multiple of 8"), (16, "more than 10%"), (20, "not a multiple"),
+                                 (32, "thins the stem"), (40, "too large"), ("24", "give a number")]),
 })
 
 
@@ -545,14 +548,14 @@ def test_wrong_answer_fails_with_its_hint(exercise_id, index, capsys):
 
 
 def test_quiet_prints_nothing(capsys):
-    assert check("ch01.output_size", 16, quiet=True).passed is True
+    assert check("ch01.output_size", 14, quiet=True).passed is True
     assert check("ch01.output_size", 15, quiet=True).passed is False
     assert capsys.readouterr().out == ""
 
 
 def test_numbers_as_tensors_and_floats():
-    assert check("ch01.output_size", torch.tensor(16), quiet=True)
-    assert check("ch01.output_size", 16.0, quiet=True)
+    assert check("ch01.output_size", torch.tensor(14), quiet=True)
+    assert check("ch01.output_size", 14.0, quiet=True)
 
 
 def test_a_raising_answer_is_a_failed_attempt(capsys):
@@ -566,7 +569,7 @@ def test_a_raising_answer_is_a_failed_attempt(capsys):
 
 def test_unknown_exercise_raises_with_close_matches():
     with pytest.raises(ValueError, match="no exercise 'ch01.conv_param'; did you mean ch01.conv_params"):
-        check("ch01.conv_param", 73_856)
+        check("ch01.conv_param", 295_168)
     with pytest.raises(ValueError, match="no exercise 'nothing'$"):
         check("nothing", 1)
 
@@ -581,7 +584,7 @@ def test_list_and_register():
 
 
 def test_verdict_is_truthy_and_displays_nothing_more(capsys):
-    verdict = check("ch01.output_size", 16)
+    verdict = check("ch01.output_size", 14)
     assert verdict and verdict.passed and verdict.message.startswith("✅ Correct.")
     assert not check("ch01.output_size", 15, quiet=True)
     assert "passed=True" in repr(verdict)
@@ -609,8 +612,8 @@ def test_numpy_answers_are_checked_like_python_numbers():
     assert len(numeric) >= 5
     for i in numeric:
         assert check(i, _as_numpy(reference(i)), quiet=True), i
-    assert check("ch02.resnet34_blocks", np.array([3, 4, 6, 3]), quiet=True)  # an array for a tuple
-    assert check("ch01.conv_params", torch.tensor(73_856), quiet=True)  # a one-element tensor
-    assert not check("ch01.conv_params", np.int64(73_728), quiet=True)  # and a wrong one still fails
+    assert check("ch02.resnet200_blocks", np.array([3, 24, 36, 3]), quiet=True)  # an array for a tuple
+    assert check("ch01.conv_params", torch.tensor(295_168), quiet=True)  # a one-element tensor
+    assert not check("ch01.conv_params", np.int64(294_912), quiet=True)  # and a wrong one still fails
     with pytest.raises(ValueError, match="id must be an exercise id"):
-        check(101, 73_856)
+        check(101, 295_168)

@@ -35,6 +35,7 @@ def test_whitening_filters_decorrelate_patches():
 def test_speedrun_net_anatomy_and_frozen_parameters():
     model = cnnlearn.create_model("speedrun_cifar_small")
     assert [n for n, _ in model.named_children()] == ["stem", "stages", "head"]
+    model.init_whitening(torch.randn(20, 3, 32, 32))
     x = torch.randn(4, 3, 32, 32)
     assert model.forward_features(x).shape == (4, 128, 3, 3)
     out = model(x)
@@ -48,9 +49,20 @@ def test_speedrun_net_anatomy_and_frozen_parameters():
     # airbench94's widths: about 1.97 M parameters (Jordan, 2024)
     assert cnnlearn.count_params(cnnlearn.create_model("speedrun_cifar")) == pytest.approx(1.97e6, rel=0.01)
     with pytest.raises(ValueError, match="widths must hold three"):
-        SpeedrunNet(SpeedrunConfig(widths=(32, 64)))
+        SpeedrunConfig(widths=(32, 64))
+    with pytest.raises(ValueError, match="bn_momentum"):
+        SpeedrunConfig(bn_momentum=0.0)
     with pytest.raises(ValueError, match="expects images of shape"):
         model(torch.randn(2, 1, 32, 32))
+
+
+def test_training_without_whitening_is_refused():
+    model = cnnlearn.create_model("speedrun_cifar_small")
+    with pytest.raises(ValueError, match="not whitened yet: call model.init_whitening"):
+        model.train()(torch.randn(2, 3, 32, 32))
+    assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)  # looking is fine
+    model.init_whitening(torch.randn(20, 3, 32, 32))
+    assert bool(model.whitened) and model.train()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_init_whitening_sets_the_stem_from_data():
@@ -71,12 +83,15 @@ def test_linear_schedule():
     assert m[total] == pytest.approx(0.0) and m[60] == pytest.approx(0.5)
 
 
-def test_norm_lr_scale_speeds_up_only_biases_and_norm_parameters():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
-    opt = _make_optimizer(model, TrainConfig(lr=0.5, norm_lr_scale=64.0))
-    weights, others = opt.param_groups
-    assert weights["lr"] == 0.5 and others["lr"] == 32.0
-    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in others["params"])
+def test_norm_lr_scale_speeds_up_only_norm_parameters():
+    conv, bn, fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+    opt = _make_optimizer(nn.Sequential(conv, bn, nn.Flatten(), fc), TrainConfig(lr=0.5, norm_lr_scale=64.0))
+    weights, biases, norms = opt.param_groups
+    assert (weights["lr"], biases["lr"], norms["lr"]) == (0.5, 0.5, 32.0)
+    assert {id(p) for p in weights["params"]} == {id(conv.weight), id(fc.weight)}
+    assert {id(p) for p in biases["params"]} == {id(conv.bias), id(fc.bias)}  # a conv bias is no norm parameter
+    assert {id(p) for p in norms["params"]} == {id(bn.weight), id(bn.bias)}
+    assert weights["weight_decay"] > 0 and biases["weight_decay"] == norms["weight_decay"] == 0
 
 
 def test_lookahead_pulls_weights_to_their_average():
@@ -126,3 +141,12 @@ def test_speedrun_config_is_the_recipe():
     assert cfg.warmup_epochs == pytest.approx(2.3) and cfg.tta_final_only and cfg.tta_translate == 1
     assert math.isclose(cfg.lr * cfg.weight_decay, 0.002)
     assert speedrun_config(10, lookahead=False).lookahead is False
+
+
+def test_speedrun_sets_the_recipe_augmentation_and_checks_data():
+    data = _cifar_like()
+    data.train.pad = 4
+    speedrun(1, data=data, progress=False, config=speedrun_config(1, lr=0.2))
+    assert data.train.pad == 2
+    with pytest.raises(ValueError, match="data must come from cnnlearn.load_data"):
+        speedrun(1, data={"train": None}, progress=False)

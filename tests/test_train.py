@@ -393,5 +393,12 @@ def test_tta_translate_averages_shifted_copies():
         expected = 0.5 * model(x) + 0.25 * (model(_shift(x, -1, -1)) + model(_shift(x, 1, 1)))
     logits, _ = predict(model, data.test, tta_translate=1, precision="fp32")
     torch.testing.assert_close(logits, expected)
-    with pytest.raises(ValueError, match="tta_translate must be >= 0"):
+    with pytest.raises(ValueError, match="tta_translate"):
         predict(model, data.test, tta_translate=-1)
+    with pytest.raises(ValueError, match="must be smaller than the images"):
+        predict(model, data.test, tta_translate=8)
+
+
+def test_evaluate_defaults_to_float32_so_hooks_see_float32():
+    model, data = tiny_net(), brightness_data()
+    assert _conv_input_dtypes(model, lambda: evaluate(model, data.test)) == {torch.float32}

@@ -703,11 +703,11 @@ def test_measuring_explains_an_input_too_small():
 
 
 def test_check_accepts_numpy_answers(capsys):
-    assert cnnlearn.check("ch01.conv_params", np.int64(73856), quiet=True)
-    assert cnnlearn.check("ch01.conv_params", np.float64(73856.0), quiet=True)
-    assert cnnlearn.check("ch02.resnet34_blocks", np.array([3, 4, 6, 3]), quiet=True)
+    assert cnnlearn.check("ch01.conv_params", np.int64(295168), quiet=True)
+    assert cnnlearn.check("ch01.conv_params", np.float64(295168.0), quiet=True)
+    assert cnnlearn.check("ch02.resnet200_blocks", np.array([3, 24, 36, 3]), quiet=True)
     assert cnnlearn.check("ch01.stacked_3x3", (np.int32(73_728), np.int64(102_400)), quiet=True)
-    assert not cnnlearn.check("ch01.conv_params", np.int64(73728), quiet=True)
+    assert not cnnlearn.check("ch01.conv_params", np.int64(294912), quiet=True)
 
 
 def test_plot_confusion_counts_in_the_right_cells():

@@ -5,6 +5,8 @@ writing its own copy, so "the conv-BN-activation unit" means one thing everywher
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 
 import torch
@@ -31,9 +33,9 @@ def check_images(x: torch.Tensor, model: nn.Module, channels: int = 3, name: str
 
 
 def check_positive(**values: float) -> None:
-    """Raise ``ValueError`` naming the first argument that is not > 0."""
+    """Raise ``ValueError`` naming the first argument that is not a finite number > 0."""
     for name, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 

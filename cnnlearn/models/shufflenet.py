@@ -17,7 +17,7 @@ Anatomy (both versions), named like the papers' tables 1 and 5 and like torchvis
 
 ``forward_features(x)`` returns the stage-4 feature map; ``forward(x)`` the logits.
 
-How our ShuffleNet v1 compares with the paper's Table 2 ("ShuffleNet 1x"; the paper's
+How our ShuffleNet v1 compares with the paper's Table 1 ("ShuffleNet 1x"; the paper's
 "FLOPs" are multiply-adds, i.e. our MACs). MACs of one 224x224 image, counted by
 ``cnnlearn.count_macs``; the paper gives no parameter counts for these networks:
 
