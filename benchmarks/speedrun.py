@@ -24,7 +24,7 @@ import time
 import torch
 
 import cnnlearn
-from cnnlearn.speedrun import speedrun, time_to
+from cnnlearn.speedrun import speedrun, speedrun_config, time_to
 from cnnlearn.train import TrainConfig, fit
 
 
@@ -34,7 +34,8 @@ def _fmt(t: float | None) -> str:
 
 def _print_epochs(label: str, acc: list[float], wall: list[float]) -> None:
     for i, (a, t) in enumerate(zip(acc, wall), 1):
-        print(f"  {label} epoch {i:>2}: {t:7.1f} s  test accuracy {a:.2%}")
+        shown = "not evaluated" if math.isnan(a) else f"{a:.2%}"
+        print(f"  {label} epoch {i:>2}: {t:7.1f} s  test accuracy {shown}")
 
 
 def _resnet20(budget_s: float, seed: int) -> tuple[list[float], list[float]]:
@@ -71,8 +72,12 @@ def main() -> None:
     cnnlearn.load_data("cifar10")  # decode once into the cache: no run below pays for it
     runs = {}
     for target, epochs in ((85, args.epochs85), (90, args.epochs90)):
-        print(f"speedrun for {target}%: {epochs} epochs")
-        r = speedrun(epochs, model=args.model, seed=args.seed, progress=False)
+        # The short run evaluates once, at the end, as a speedrun does; the long one every
+        # epoch, so the printout shows its curve (and it may pass 85% on the way).
+        every = epochs if target == 85 else 1
+        print(f"speedrun for {target}%: {epochs} epochs, evaluated every {every}")
+        config = speedrun_config(epochs, seed=args.seed, eval_every=every)
+        r = speedrun(epochs, model=args.model, config=config, seed=args.seed, progress=False)
         _print_epochs(f"speedrun{target}", r.history.test_acc, r.wall)
         runs[target] = r
     # Either run may reach a target first: the short run's schedule ends sooner, the long

@@ -573,60 +573,82 @@ def _ch09_conv_transpose_size(answer):
     }, " pixels")
 
 
-def _ch09_reference_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def _ch09_reference_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                           smoothing: float = 0.0) -> torch.Tensor:
     import torch.nn.functional as F
 
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    # One-sided label smoothing (Salimans et al. 2016, Sec. 3.4): real images get the target
+    # 1 - smoothing, fakes keep the target 0.
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 1 - smoothing))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
 
-@exercise("ch09.d_loss",
-          "Write d_loss(real_logits, fake_logits) returning -mean log D(x) - mean log(1 - D(G(z))) as a "
-          "0-dim tensor, with D = sigmoid(logit); it must stay finite for logits of +-100.")
-def _ch09_d_loss(fn):
+@exercise("ch09.smoothed_d_loss",
+          "Write d_loss(real_logits, fake_logits, smoothing) with one-sided label smoothing: the cross-entropy "
+          "of D = sigmoid(logit) with target 1 - smoothing for each real image and 0 for each fake, averaged "
+          "over each batch and summed, as a 0-dim tensor; it must stay finite for logits of +-100.")
+def _ch09_smoothed_d_loss(fn):
     import torch.nn.functional as F
 
     if not callable(fn):
         return False, "pass your function itself (without calling it)."
     ref = _ch09_reference_d_loss
     g = torch.Generator().manual_seed(0)
-    # Batches of different sizes: each term is a mean over its own batch.
+    # Batches of different sizes (each term is a mean over its own batch) and two smoothing
+    # values (a constant 0.1 written into the function must not pass).
     real, fake = torch.randn(16, generator=g) * 2 + 1, torch.randn(24, generator=g) * 2 - 1
-    out = fn(real.clone(), fake.clone())
-    if not isinstance(out, torch.Tensor):
-        return False, f"return a torch tensor (0-dim), not a {type(out).__name__}."
-    if out.numel() != 1:
-        return False, f"return one number (a 0-dim tensor), got shape {tuple(out.shape)}: average over each batch."
-    out = out.reshape(()).float()
     close = lambda a, b: bool(torch.isfinite(a)) and torch.allclose(a, b.float(), rtol=1e-4, atol=1e-5)
-    expected = ref(real, fake)
-    if close(out, expected):
-        extreme_real, extreme_fake = torch.tensor([100.0, -100.0, 0.0]), torch.tensor([-100.0, 100.0, 0.0])
-        out2 = fn(extreme_real.clone(), extreme_fake.clone())
-        if not isinstance(out2, torch.Tensor) or not close(out2.reshape(()).float(), ref(extreme_real, extreme_fake)):
-            return False, ("right for ordinary logits, but not for logits of +-100: log(sigmoid(l)) underflows to "
-                           "log(0). Use F.logsigmoid or F.binary_cross_entropy_with_logits.")
-        return True, "the discriminator's cross-entropy, computed stably from logits."
-    if not torch.isfinite(out):
-        return False, ("your loss is not finite for ordinary logits: take D = sigmoid(logit) before the log "
-                       "(or use F.logsigmoid).")
-    hints = [
-        (ref(-real, -fake), "the labels are swapped: D should say 1 (real) for real images and 0 for fakes."),
-        (-expected, "that is V, which D maximises; D's loss, to minimise, is -V."),
-        (0.5 * expected, "the value function adds the two expectations; do not average them."),
-        (ref(real, torch.full_like(fake, -1e4)), "only the real-image term: add -mean log(1 - D(G(z)))."),
-        (ref(torch.full_like(real, 1e4), fake), "only the fake-image term: add -mean log D(x)."),
-        (F.binary_cross_entropy_with_logits(real, torch.ones_like(real), reduction="sum")
-         + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake), reduction="sum"),
-         "average over each batch (mean), do not sum."),
-        (F.binary_cross_entropy_with_logits(torch.cat([real, fake]),
-                                            torch.cat([torch.ones_like(real), torch.zeros_like(fake)])),
-         "average each term over its own batch and add the two means (the batches may differ in size)."),
-    ]
-    for value, hint in hints:
-        if close(out, value):
-            return False, hint
-    return False, "not the discriminator's loss: -mean(log D(x)) - mean(log(1 - D(G(z)))), D = sigmoid(logit)."
+    for eps in (0.1, 0.25):
+        out = fn(real.clone(), fake.clone(), eps)
+        if not isinstance(out, torch.Tensor):
+            return False, f"return a torch tensor (0-dim), not a {type(out).__name__}."
+        if out.numel() != 1:
+            return False, (f"return one number (a 0-dim tensor), got shape {tuple(out.shape)}: "
+                           f"average over each batch.")
+        out = out.reshape(()).float()
+        expected = ref(real, fake, eps)
+        if close(out, expected):
+            continue
+        if not torch.isfinite(out):
+            return False, ("your loss is not finite for ordinary logits: take D = sigmoid(logit) before the log "
+                           "(or use F.logsigmoid).")
+        bce = F.binary_cross_entropy_with_logits
+        hints = [
+            (ref(real, fake), "that is the loss without smoothing: the real images' target is 1 - smoothing, not 1."),
+            (bce(real, torch.full_like(real, 1 - eps)) + bce(fake, torch.full_like(fake, eps)),
+             "that smooths both sides: one-sided smoothing keeps the fakes' target at 0 (a target above 0 "
+             "would reward D for believing fakes a little)."),
+            (bce(real, torch.full_like(real, eps)) + bce(fake, torch.zeros_like(fake)),
+             "the real target is 1 - smoothing (close to 1), not smoothing."),
+            (bce(real, torch.full_like(real, 1 - eps)) + bce(fake, torch.full_like(fake, 1 - eps)),
+             "the fakes' target is 0; only the real images' target moves to 1 - smoothing."),
+            ((1 - eps) * ref(real, fake), "smoothing changes the target inside the cross-entropy; it does not "
+                                          "scale the loss: -(t log D + (1 - t) log(1 - D)) with t = 1 - smoothing."),
+            ((1 - eps) * bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)),
+             "the smoothed target keeps both terms of the cross-entropy: -(t log D(x) + (1 - t) log(1 - D(x))) "
+             "with t = 1 - smoothing."),
+            (ref(real, fake, 0.1), "use the smoothing argument instead of a fixed 0.1 (the checker tries two values)."),
+            (ref(-real, -fake, eps), "the labels are swapped: real images get the target near 1, fakes 0."),
+            (-expected, "check the sign: a cross-entropy -(t log D + ...) is positive."),
+            (0.5 * expected, "add the two batch means; do not average them."),
+            (bce(real, torch.full_like(real, 1 - eps), reduction="sum") + bce(fake, torch.zeros_like(fake),
+                                                                             reduction="sum"),
+             "average over each batch (mean), do not sum."),
+            (bce(torch.cat([real, fake]), torch.cat([torch.full_like(real, 1 - eps), torch.zeros_like(fake)])),
+             "average each term over its own batch and add the two means (the batches may differ in size)."),
+        ]
+        for value, hint in hints:
+            if close(out, value):
+                return False, hint
+        return False, ("not the smoothed loss: mean over real images of -((1 - s) log D(x) + s log(1 - D(x))) "
+                       "plus mean over fakes of -log(1 - D(G(z))), with D = sigmoid(logit).")
+    extreme_real, extreme_fake = torch.tensor([100.0, -100.0, 0.0]), torch.tensor([-100.0, 100.0, 0.0])
+    out = fn(extreme_real.clone(), extreme_fake.clone(), 0.1)
+    if not isinstance(out, torch.Tensor) or not close(out.reshape(()).float(), ref(extreme_real, extreme_fake, 0.1)):
+        return False, ("right for ordinary logits, but not for logits of +-100: log(sigmoid(l)) underflows to "
+                       "log(0). Use F.logsigmoid or F.binary_cross_entropy_with_logits (which accepts soft targets).")
+    return True, ("the discriminator's loss with one-sided label smoothing: a D that is certain of a real image "
+                  "now pays for it, so it cannot push its logits for real images to infinity.")
 
 
 @exercise("ch09.loss_curve",
@@ -648,10 +670,10 @@ def _ch09_loss_curve(answer):
     }[letter]
 
 
-@exercise("ch09.equilibrium_d_loss",
-          "At the equilibrium D = 1/2 for every image. What is D's loss -log D(x) - log(1 - D(G(z))) there, in nats?",
-          reference=2 * math.log(2))
-def _ch09_equilibrium_d_loss(answer):
+@exercise("ch09.equilibrium_g_loss",
+          "At the equilibrium D = 1/2 for every image. What is G's non-saturating loss -log D(G(z)) there, in nats?",
+          reference=math.log(2))
+def _ch09_equilibrium_g_loss(answer):
     import math
 
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
@@ -659,19 +681,21 @@ def _ch09_equilibrium_d_loss(answer):
     if isinstance(answer, bool) or not isinstance(answer, (int, float)):
         return False, f"give a number, not a {type(answer).__name__}."
     near = lambda v: abs(answer - v) < 2e-3
-    if near(2 * math.log(2)):
-        return True, f"2 ln 2 = {2 * math.log(2):.4f} nats: -ln(1/2) from each of the two terms."
     if near(math.log(2)):
-        return False, "that is one of the two terms; D's loss adds -log D(x) and -log(1 - D(G(z)))."
-    if near(2 * math.log10(2)):
+        return True, (f"ln 2 = {math.log(2):.4f} nats: -ln(1/2). A G loss well above it means D still "
+                      f"rejects the fakes.")
+    if near(2 * math.log(2)):
+        return False, "that is D's loss, with two terms; G's non-saturating loss has one: -log D(G(z))."
+    if near(math.log10(2)):
         return False, "that uses log base 10; the losses use the natural logarithm."
-    if near(2.0):
+    if near(1.0):
         return False, "that is in bits (log base 2); the losses use the natural logarithm (nats)."
-    if near(-2 * math.log(2)):
-        return False, "check the sign: log of a probability is negative, so the loss -log(...) is positive."
-    if near(0.5) or near(1.0):
-        return False, "D outputs 1/2, but the loss is the negative log of its outputs, summed over two terms."
-    return False, "put D(x) = D(G(z)) = 1/2 into -log D(x) - log(1 - D(G(z)))."
+    if near(-math.log(2)):
+        return False, ("that is log(1 - D(G(z))), the minimax loss (or a sign slip); the non-saturating loss "
+                       "-log D(G(z)) is positive.")
+    if near(0.5):
+        return False, "D(G(z)) = 1/2, but the loss is the negative log of it."
+    return False, "put D(G(z)) = 1/2 into -log D(G(z))."
 
 
 # --------------------------------------------------------------------------- chapter 7

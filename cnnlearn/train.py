@@ -124,6 +124,7 @@ class TrainConfig:
     tta_final_only: bool = False  # apply the test-time augmentation only when evaluating the last epoch
     norm_lr_scale: float = 1.0  # learning rate of normalisation layers' parameters, as a multiple of lr (airbench: 64)
     lookahead: bool = False  # pull the weights towards their running average every 5 steps (airbench)
+    eval_every: int = 1  # evaluate the test set every this many epochs and after the last (others: NaN)
     grad_clip: float | None = None  # clip the gradient norm to this, if set
     seed: int = 0  # seeds the model-independent randomness (dropout) of the run
 
@@ -152,6 +153,7 @@ _TRAIN_RULES = {
     "tta_final_only": V.boolean,
     "norm_lr_scale": V.positive_float,
     "lookahead": V.boolean,
+    "eval_every": V.positive_int,
     # 0 would freeze the weights and a negative norm reverse every step (uphill)
     "grad_clip": V.optional(partial(V.positive_float, fix="use None for no clipping, or a norm such as 1.0")),
     "seed": V.seed,
@@ -559,10 +561,13 @@ def fit(
             # Before the checkpoint is written: after a divergence it keeps the last good epoch.
             V.check_loss(train_loss, epoch + 1, start=loss_start, floor=math.log(len(data.classes)),
                          what="the training loss", fix=f"lower the learning rate (now {cfg.lr}) or add grad_clip")
-            tta = not cfg.tta_final_only or epoch + 1 == cfg.epochs
-            test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
-                                           tta_translate=cfg.tta_translate if tta else 0,
-                                           precision=cfg.precision, channels_last=channels_last)
+            last = epoch + 1 == cfg.epochs
+            test_loss = test_acc = float("nan")  # epochs that are not evaluated (eval_every)
+            if last or (epoch + 1) % cfg.eval_every == 0:
+                tta = not cfg.tta_final_only or last
+                test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
+                                               tta_translate=cfg.tta_translate if tta else 0,
+                                               precision=cfg.precision, channels_last=channels_last)
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=correct.item() / seen,
                            test_loss=test_loss, test_acc=test_acc,
                            lr=optimizer.param_groups[0]["lr"], epoch_time=epoch_time)

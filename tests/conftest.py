@@ -11,7 +11,6 @@ ones written below instead of 50,000 / 10,000.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gzip
 import hashlib
@@ -30,7 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import cnnlearn.data  # noqa: E402
-from cnnlearn.models.weights import randomize_batchnorm  # noqa: E402
+from cnnlearn.models.weights import compare_outputs, randomize_batchnorm  # noqa: E402
 from cnnlearn.train import recalibrate_bn  # noqa: E402
 
 # Images per class in the synthetic copies (10 classes each).
@@ -222,50 +221,30 @@ def _assert_batchnorm_is_not_trivial(model: torch.nn.Module) -> None:
 
 def assert_equivalent(
     ours: torch.nn.Module, reference: torch.nn.Module, inputs: torch.Tensor, *, atol: float = 1e-4,
-    rtol: float = 1e-4, perturb: str | list[str] | None = None, min_ratio: float = 10.0,
+    rtol: float = 1e-4, perturb: str | list[str] | None = None,
 ) -> None:
     """Assert that ``ours`` computes the same function as ``reference``, in a test that can fail.
 
-    1. Both in eval mode, and no BatchNorm of the reference is left at its initial values.
-    2. The outputs for ``inputs`` agree within ``atol`` and ``rtol``.
-    3. The outputs vary across the inputs: the median over output elements of the
-       standard deviation across the batch is ``min_ratio`` times the largest
-       tolerance, so the comparison is not between two nearly constant functions.
-    4. A copy of ``ours`` with one parameter perturbed is told apart: the middle weight
-       tensor (halfway through the network), and each parameter named in ``perturb``.
+    1. No BatchNorm of the reference is left at its initial values.
+    2. ``cnnlearn.models.weights.compare_outputs`` (the package's one equivalence check,
+       which the chapters print too): both in eval mode, the outputs for ``inputs`` agree
+       within ``atol + rtol * max|reference output|``, they vary across the inputs (median
+       spread at least ten times that tolerance), and a copy of ``ours`` with one
+       parameter perturbed is told apart: the middle weight tensor, and each parameter
+       named in ``perturb``.
 
     Args:
         ours: our network, with the reference's weights copied in.
         reference: the torchvision/timm (or hand-written) network.
         inputs: a batch of at least two different inputs.
-        atol, rtol: the tolerances of ``torch.testing.assert_close``.
+        atol, rtol: absolute and relative tolerance, combined into one absolute one.
         perturb: more parameter names of ``ours`` to perturb, one copy each (e.g. an SE
             unit's, which a zero-initialised BN before it would silence).
-        min_ratio: how far above the tolerance the spread across inputs must be.
     """
     assert len(inputs) >= 2, "the outputs can only vary across at least two inputs"
-    ours.eval(), reference.eval()
     _assert_batchnorm_is_not_trivial(reference)
+    reference.eval()
     with torch.no_grad():
-        expected, actual = reference(inputs), ours(inputs)
-    assert actual.shape == expected.shape, f"output shapes differ: ours {actual.shape}, theirs {expected.shape}"
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
-
-    tolerance = atol + rtol * expected.abs().max().item()
-    spread = expected.reshape(len(expected), -1).std(0).median().item()  # per output element, across the inputs
-    assert spread > min_ratio * tolerance, (
-        f"the reference's outputs barely vary across inputs (median spread {spread:.3g}, tolerance "
-        f"{tolerance:.3g}): the comparison would pass for nearly any network")
-
-    weights = [n for n, p in ours.named_parameters() if p.ndim > 1]
-    names = [weights[len(weights) // 2], *([perturb] if isinstance(perturb, str) else perturb or [])]
-    g = torch.Generator().manual_seed(0)
-    for name in names:
-        perturbed = copy.deepcopy(ours)
-        with torch.no_grad():
-            p = perturbed.get_parameter(name)
-            p.add_(torch.randn(p.shape, generator=g).to(p) * 0.1 * (p.abs().mean() + 1e-2))
-            moved = perturbed(inputs)
-        assert not torch.allclose(moved, expected, atol=atol, rtol=rtol), (
-            f"perturbing {name} of our network did not change its outputs beyond the tolerance: "
-            f"the comparison cannot see that parameter")
+        scale = reference(inputs).abs().max().item()
+    comparison = compare_outputs(ours, reference, inputs, atol=atol + rtol * scale, perturb=perturb)
+    comparison.assert_ok()

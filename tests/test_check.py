@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnnlearn.check import check, exercise, list_exercises
 
@@ -318,45 +319,64 @@ def test_ch06_add_se_accepts_the_attention_slot():
 # --------------------------------------------------------------------------- chapter 9
 
 
-def d_loss_ok(real_logits, fake_logits):
-    return -(torch.nn.functional.logsigmoid(real_logits).mean() + torch.nn.functional.logsigmoid(-fake_logits).mean())
+def d_loss_ok(real_logits, fake_logits, smoothing):
+    # -(t log D(x) + (1 - t) log(1 - D(x))) with t = 1 - smoothing, and -log(1 - D(G(z))), via logsigmoid
+    t = 1 - smoothing
+    real_term = -(t * F.logsigmoid(real_logits) + (1 - t) * F.logsigmoid(-real_logits)).mean()
+    return real_term - F.logsigmoid(-fake_logits).mean()
 
 
-def d_loss_unstable(real_logits, fake_logits):
-    return -(torch.log(torch.sigmoid(real_logits)).mean() + torch.log(1 - torch.sigmoid(fake_logits)).mean())
+def d_loss_unstable(real_logits, fake_logits, smoothing):
+    d_real, d_fake = torch.sigmoid(real_logits), torch.sigmoid(fake_logits)
+    t = 1 - smoothing
+    return -(t * torch.log(d_real) + (1 - t) * torch.log(1 - d_real)).mean() - torch.log(1 - d_fake).mean()
 
 
-def d_loss_swapped(real_logits, fake_logits):
-    return d_loss_ok(-real_logits, -fake_logits)
+def d_loss_unsmoothed(real_logits, fake_logits, smoothing):
+    return d_loss_ok(real_logits, fake_logits, 0.0)
 
 
-def d_loss_value(real_logits, fake_logits):
-    return -d_loss_ok(real_logits, fake_logits)
+def d_loss_fixed_smoothing(real_logits, fake_logits, smoothing):
+    return d_loss_ok(real_logits, fake_logits, 0.1)
 
 
-def d_loss_halved(real_logits, fake_logits):
-    return 0.5 * d_loss_ok(real_logits, fake_logits)
+def d_loss_two_sided(real_logits, fake_logits, smoothing):
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 1 - smoothing))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, smoothing)))
 
 
-def d_loss_real_only(real_logits, fake_logits):
-    return -torch.nn.functional.logsigmoid(real_logits).mean()
+def d_loss_target_eps(real_logits, fake_logits, smoothing):
+    return d_loss_ok(real_logits, fake_logits, 1 - smoothing)
 
 
-def d_loss_summed(real_logits, fake_logits):
-    return -(torch.nn.functional.logsigmoid(real_logits).sum() + torch.nn.functional.logsigmoid(-fake_logits).sum())
+def d_loss_scaled(real_logits, fake_logits, smoothing):
+    return (1 - smoothing) * d_loss_ok(real_logits, fake_logits, 0.0)
 
 
-def d_loss_concatenated(real_logits, fake_logits):
+def d_loss_swapped(real_logits, fake_logits, smoothing):
+    return d_loss_ok(-real_logits, -fake_logits, smoothing)
+
+
+def d_loss_halved(real_logits, fake_logits, smoothing):
+    return 0.5 * d_loss_ok(real_logits, fake_logits, smoothing)
+
+
+def d_loss_summed(real_logits, fake_logits, smoothing):
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 1 - smoothing), reduction="sum")
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits), reduction="sum"))
+
+
+def d_loss_concatenated(real_logits, fake_logits, smoothing):
     logits = torch.cat([real_logits, fake_logits])
-    labels = torch.cat([torch.ones_like(real_logits), torch.zeros_like(fake_logits)])
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    labels = torch.cat([torch.full_like(real_logits, 1 - smoothing), torch.zeros_like(fake_logits)])
+    return F.binary_cross_entropy_with_logits(logits, labels)
 
 
-def d_loss_per_image(real_logits, fake_logits):
-    return -torch.nn.functional.logsigmoid(real_logits)  # a value per image
+def d_loss_per_image(real_logits, fake_logits, smoothing):
+    return -F.logsigmoid(real_logits)  # a value per image
 
 
-def d_loss_logits_as_probabilities(real_logits, fake_logits):
+def d_loss_logits_as_probabilities(real_logits, fake_logits, smoothing):
     return -(torch.log(real_logits).mean() + torch.log(1 - fake_logits).mean())
 
 
@@ -364,17 +384,19 @@ EXERCISES.update({
     "ch09.conv_transpose_size": (17, [(5, "ordinary convolution"), (18, "doubles the size only"),
                                       (21, "padding crops"), (19, "not padding once"), (16, "ends with + 1"),
                                       (13, "kernel's extent"), (30, "too large")]),
-    "ch09.d_loss": (d_loss_ok, [(d_loss_unstable, "underflows"), (d_loss_swapped, "labels are swapped"),
-                                (d_loss_value, "D maximises"), (d_loss_halved, "do not average"),
-                                (d_loss_real_only, "only the real-image term"), (d_loss_summed, "do not sum"),
-                                (d_loss_concatenated, "its own batch"), (d_loss_per_image, "one number"),
-                                (d_loss_logits_as_probabilities, "not finite"),
-                                (d_loss_ok(torch.zeros(2), torch.zeros(2)), "function itself")]),
+    "ch09.smoothed_d_loss": (d_loss_ok, [(d_loss_unstable, "underflows"), (d_loss_unsmoothed, "without smoothing"),
+                                         (d_loss_fixed_smoothing, "smoothing argument"),
+                                         (d_loss_two_sided, "both sides"), (d_loss_target_eps, "close to 1"),
+                                         (d_loss_scaled, "does not scale"), (d_loss_swapped, "labels are swapped"),
+                                         (d_loss_halved, "do not average"), (d_loss_summed, "do not sum"),
+                                         (d_loss_concatenated, "its own batch"), (d_loss_per_image, "one number"),
+                                         (d_loss_logits_as_probabilities, "not finite"),
+                                         (d_loss_ok(torch.zeros(2), torch.zeros(2), 0.1), "function itself")]),
     "ch09.loss_curve": ("b", [("a", "cannot tell real from fake"), ("c", "D(G(z)) high"), ("d", "certainly learned"),
                               ("e", "one letter"), (2, "one letter")]),
-    "ch09.equilibrium_d_loss": (1.3863, [(0.6931, "one of the two terms"), (0.602, "base 10"), (2, "bits"),
-                                         (-1.386, "sign"), (0.5, "negative log"), (3, "put D(x)"),
-                                         ("1.386", "give a number")]),
+    "ch09.equilibrium_g_loss": (0.6931, [(1.3863, "D's loss"), (0.301, "base 10"), (1, "bits"),
+                                         (-0.6931, "minimax loss"), (0.5, "negative log"), (3, "put D(G(z))"),
+                                         ("0.693", "give a number")]),
 })
 
 

@@ -171,6 +171,15 @@ def test_norm_lr_scale():
     assert_steps(step(model, before), {k: -0.1 * v * (3.0 if k.startswith("1.") else 1.0) for k, v in g.items()})
 
 
+def test_eval_every():
+    # Every third epoch and the last are evaluated; the others record NaN, and training is unchanged.
+    _, every, _ = train(data=tiny_data(n_train=64), epochs=5)
+    _, sparse, _ = train(data=tiny_data(n_train=64), epochs=5, eval_every=3)
+    assert [math.isnan(a) for a in sparse.test_acc] == [True, True, False, True, False]
+    assert sparse.test_acc[2] == every.test_acc[2] and sparse.test_acc[4] == every.test_acc[4]
+    assert sparse.train_loss == every.train_loss
+
+
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "linear", "constant"])
 def test_schedule(schedule):
     # 4 steps per epoch, 3 epochs: the learning rate at the end of each epoch is the schedule's,
@@ -373,7 +382,8 @@ OPTION_TESTS = {
         "weight_decay": test_weight_decay, "schedule": test_schedule, "warmup_epochs": test_warmup_epochs,
         "label_smoothing": test_label_smoothing, "precision": test_precision, "channels_last": test_channels_last,
         "tta_flip": test_tta_flip, "tta_translate": test_tta_translate, "tta_final_only": test_tta_final_only,
-        "norm_lr_scale": test_norm_lr_scale, "lookahead": test_lookahead, "grad_clip": test_grad_clip,
+        "norm_lr_scale": test_norm_lr_scale, "lookahead": test_lookahead, "eval_every": test_eval_every,
+        "grad_clip": test_grad_clip,
         "seed": test_seed,
     },
     GANConfig: {

@@ -127,7 +127,7 @@ def _cifar_like(n: int = 240, seed: int = 0) -> Data:
 
 def test_speedrun_trains_and_times_every_epoch():
     data = _cifar_like()
-    result = speedrun(4, data=data, progress=False, config=speedrun_config(4, lr=0.2))
+    result = speedrun(4, data=data, progress=False, config=speedrun_config(4, lr=0.2, eval_every=1))
     assert len(result.wall) == 4 and all(a < b for a, b in zip(result.wall, result.wall[1:]))
     assert 0 < result.load_seconds < result.wall[0]
     assert result.final_test_acc > 0.9, result.history.test_acc  # chance is 1/3
@@ -139,7 +139,7 @@ def test_speedrun_config_is_the_recipe():
     cfg = speedrun_config(10)
     assert (cfg.schedule, cfg.label_smoothing, cfg.norm_lr_scale, cfg.lookahead) == ("linear", 0.2, 64.0, True)
     assert cfg.warmup_epochs == pytest.approx(2.3) and cfg.tta_final_only and cfg.tta_translate == 1
-    assert math.isclose(cfg.lr * cfg.weight_decay, 0.002)
+    assert math.isclose(cfg.lr * cfg.weight_decay, 0.002) and cfg.eval_every == 10  # evaluated once
     assert speedrun_config(10, lookahead=False).lookahead is False
 
 
