@@ -490,16 +490,16 @@ def _ch06_se_module(cls):
 
 
 @exercise("ch06.se_overhead",
-          "An SE unit with r = 16 is added to a ResNet-50 bottleneck whose output has 1024 channels. "
-          "How many parameters does it add?",
-          reference=132_160)
+          "An SE unit with r = 16 is added to a bottleneck whose output has 768 channels "
+          "(a width SE-ResNet-50 does not have). How many parameters does it add?",
+          reference=74_544)
 def _ch06_se_overhead(answer):
-    return _number(answer, 132_160, {
-        131_072: "that counts the weights only: both layers have a bias (64 and 1024 of them).",
-        131_136: "the second layer has a bias too: one per output channel (1024).",
-        132_096: "the first layer has a bias too: one per bottleneck channel (64).",
-        65_536: "that is one of the two layers' weights; there are two (1024 -> 64 and 64 -> 1024).",
-        2_113_536: "the bottleneck has 1024 / 16 = 64 channels; 1024 -> 1024 -> 1024 is no bottleneck.",
+    return _number(answer, 74_544, {
+        73_728: "that counts the weights only: both layers have a bias (48 and 768 of them).",
+        73_776: "the second layer has a bias too: one per output channel (768).",
+        74_496: "the first layer has a bias too: one per bottleneck channel (48).",
+        36_864: "that is one of the two layers' weights; there are two (768 -> 48 and 48 -> 768).",
+        1_181_184: "the bottleneck has 768 / 16 = 48 channels; 768 -> 768 -> 768 is no bottleneck.",
     })
 
 
