@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--no-resnet", action="store_true", help="skip the ResNet-20 comparison")
     args = parser.parse_args()
     device = cnnlearn.get_device()
-    print(f"speedrun on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, model {args.model or "(default for the device)"}")
+    print(f"speedrun on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, model {args.model or 'default for the device'}")
     cnnlearn.load_data("cifar10")  # decode once into the cache: no run below pays for it
     runs = {}
     for target, epochs in ((85, args.epochs85), (90, args.epochs90)):
