@@ -35,6 +35,7 @@ __all__ = [
     "count_params",
     "count_macs",
     "describe",
+    "forward_with_hooks",
     "conv2d_output_size",
     "conv_transpose2d_output_size",
     "conv2d_params",
@@ -775,16 +776,7 @@ def describe(module: nn.Module, input_size: Sequence[int] | None = None) -> str:
                 outs = out if isinstance(out, (tuple, list)) else (out,)
                 shapes[m] = ", ".join(str(tuple(o.shape)) for o in outs if isinstance(o, torch.Tensor))
 
-        hooks = [m.register_forward_hook(record) for m in module.modules()]
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                module(x)
-        finally:
-            module.train(was_training)
-            for h in hooks:
-                h.remove()
+        forward_with_hooks(module, x, [(m, record) for m in module.modules()])
 
     rows: list[tuple[str, str, str]] = []  # (name and class, parameters, output shape)
 
@@ -802,3 +794,19 @@ def describe(module: nn.Module, input_size: Sequence[int] | None = None) -> str:
     header = f"{'module':<{width}}  {'parameters':>{pwidth}}" + ("  output" if shapes else "")
     lines = [f"{t:<{width}}  {p:>{pwidth}}" + (f"  {s}" if shapes else "") for t, p, s in rows]
     return "\n".join([header, *(line.rstrip() for line in lines)])
+
+
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One forward pass of ``x`` in eval mode without gradients, with the forward hooks
+    ``hooks`` (pairs ``(module, hook(module, args, output))``) attached; they are
+    removed and the model's train/eval mode restored afterwards, whatever happens."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)

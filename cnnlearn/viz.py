@@ -174,17 +174,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> di
     maps: dict[str, torch.Tensor] = {}
     # Copy each output: on the CPU ``.cpu()`` returns the same storage, which a later
     # in-place layer (``ReLU(inplace=True)``) would overwrite.
-    hooks = [modules[n].register_forward_hook(
-        lambda _m, _inp, out, n=n: maps.__setitem__(n, out.detach().to("cpu", copy=True))) for n in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    from .measure import forward_with_hooks
+
+    forward_with_hooks(model, x, [(modules[n], lambda _m, _inp, out, n=n: maps.__setitem__(
+        n, out.detach().to("cpu", copy=True))) for n in layers])
     return maps
 
 

@@ -57,6 +57,17 @@ class TinyData:
         return torch.tensor([p.suffix == ".png" for p in self.folder_files[split]])
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one thread: its networks are tiny, and one thread is several
+    times faster than two fighting over a shared 2-core machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def smooth_images(n: int, channels: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Random but smooth uint8 images (JPEG stores them almost losslessly)."""
     low = torch.rand(n, channels, 4, 4, generator=generator)

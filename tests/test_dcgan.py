@@ -33,14 +33,7 @@ from conftest import assert_equivalent, demanding_reference
 SIZES = [(32, 3), (28, 1)]  # CIFAR-10 and Fashion-MNIST
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The networks here are tiny: one thread is several times faster than two fighting
-    # over a shared 2-core machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_pair(seed: int = 0, image_size: int = 8, channels: int = 1, nz: int = 8):

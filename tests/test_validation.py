@@ -39,12 +39,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CFG = dict(epochs=1, lr=0.05, precision="fp32", channels_last=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_data(n_train: int = 16, batch_size: int = 8, seed: int = 0, classes: int = K, size: int = 8) -> Data:
