@@ -13,7 +13,10 @@ COLAB_PINS := torch==2.11.0 torchvision==0.26.0 ipywidgets==7.7.1
 CHAPTER ?=
 BUDGET ?= cpu
 
-.PHONY: book test test-colab unit notebooks bookcheck outputs bench speedrun clean
+HOMEWORK ?= homework
+SUBMISSIONS ?=
+
+.PHONY: book test test-colab unit notebooks bookcheck outputs bench speedrun homework grade clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +26,12 @@ $(VENV)/.installed-book: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(PINS) -e ".[book]"
 	touch $@
 
+# Our own test environment also gets the teachers' [homework] extra (tests/test_homework.py);
+# the Colab one (test-colab) gets [test] only, as on Colab.
+TEST_EXTRAS ?= test,homework
+
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[$(TEST_EXTRAS)]"
 	touch $@ $(VENV)/.installed-book
 
 ## book: build the HTML book into _build/html from the notebooks' stored outputs
@@ -46,7 +53,7 @@ notebooks: $(VENV)/.installed-test
 # The same `unit` and `notebooks` recipes, pointed at the other environment: its
 # .installed-test is then built by the rule above with Colab's pins instead of ours.
 test-colab:
-	$(MAKE) unit notebooks VENV=$(COLAB_VENV) PINS="$(COLAB_PINS)"
+	$(MAKE) unit notebooks VENV=$(COLAB_VENV) PINS="$(COLAB_PINS)" TEST_EXTRAS=test
 
 bookcheck: $(VENV)/.installed-test
 	$(BIN)/jupyter-book build -W --keep-going .
@@ -63,6 +70,15 @@ bench: $(VENV)/.installed-test
 ## speedrun: CIFAR-10 as fast as this machine can learn it: time to 85% and 90% (about 25 minutes on 2 CPU cores)
 speedrun: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/speedrun.py $(SPEEDRUN_ARGS)
+
+## homework: student notebooks (no solutions), otter tests and answer keys into $(HOMEWORK)/NN; CHAPTER=05 for one
+homework: $(VENV)/.installed-test
+	$(BIN)/python tools/homework.py build --out $(HOMEWORK) $(if $(CHAPTER),--chapter $(CHAPTER)) $(HOMEWORK_ARGS)
+
+## grade: grade submitted notebooks: make grade CHAPTER=05 SUBMISSIONS=path/to/folder (writes gradebook-05.csv)
+grade: $(VENV)/.installed-test
+	@test -n "$(CHAPTER)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade CHAPTER=05 SUBMISSIONS=folder"; exit 2; }
+	$(BIN)/python tools/homework.py grade --homework $(HOMEWORK)/$(CHAPTER) --out gradebook-$(CHAPTER).csv $(SUBMISSIONS)
 
 clean:
 	rm -rf _build

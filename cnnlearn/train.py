@@ -28,6 +28,7 @@ from . import _validate as V
 from ._io import architecture, data_record, restore_run, save_run
 from .budget import get_device
 from .data import Data, DeviceLoader
+from .models.layers import AuxOutputs
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "recalibrate_bn", "lr_multiplier",
            "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
@@ -451,6 +452,24 @@ class Lookahead:
             slow.copy_(saved)
 
 
+def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor,
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one training step, and the logits that accuracy is measured on.
+
+    ``output`` is what the model returned in training mode: logits ``(B, classes)``, or
+    :class:`~cnnlearn.models.layers.AuxOutputs` from a network with auxiliary classifiers
+    (GoogLeNet, Inception v3), whose loss is
+    ``CE(logits) + aux_weight * sum(CE(a) for a in aux)`` (Szegedy et al., 2015, Sec. 5:
+    each auxiliary loss weighted 0.3). Accuracy counts the main classifier only.
+    """
+    if isinstance(output, AuxOutputs):
+        loss = F.cross_entropy(output.logits, labels, label_smoothing=label_smoothing)
+        for aux in output.aux:
+            loss = loss + output.aux_weight * F.cross_entropy(aux, labels, label_smoothing=label_smoothing)
+        return loss, output.logits
+    return F.cross_entropy(output, labels, label_smoothing=label_smoothing), output
+
+
 def fit(
     model: nn.Module, data: Data, config: TrainConfig = TrainConfig(), *,
     checkpoint: str | Path | None = None, progress: bool = True,
@@ -535,8 +554,7 @@ def fit(
             for x, y in data.train:
                 x = _prepare_input(x, channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = model(x)
-                    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                    loss, out = training_loss(model(x), y, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:

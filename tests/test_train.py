@@ -402,3 +402,48 @@ def test_tta_translate_averages_shifted_copies():
 def test_evaluate_defaults_to_float32_so_hooks_see_float32():
     model, data = tiny_net(), brightness_data()
     assert _conv_input_dtypes(model, lambda: evaluate(model, data.test)) == {torch.float32}
+
+
+# --------------------------------------------------------------------------- auxiliary classifiers
+
+
+class AuxNet(nn.Module):
+    """tiny_net with an auxiliary classifier on its features, as GoogLeNet's contract:
+    AuxOutputs in training mode, the logits alone in eval mode."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc, self.aux_fc = nn.Linear(8, NUM_CLASSES), nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x):
+        from cnnlearn.models.layers import AuxOutputs
+
+        f = self.features(x)
+        return AuxOutputs(self.fc(f), (self.aux_fc(f),), 0.3) if self.training else self.fc(f)
+
+
+def test_training_loss_adds_the_weighted_auxiliary_losses():
+    from cnnlearn.models.layers import AuxOutputs
+    from cnnlearn.train import training_loss
+
+    torch.manual_seed(0)
+    logits, a1, a2, y = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 4), torch.randint(0, 4, (5,))
+    loss, out = training_loss(AuxOutputs(logits, (a1, a2), 0.3), y, 0.1)
+    expected = sum(w * F.cross_entropy(t, y, label_smoothing=0.1) for w, t in [(1, logits), (0.3, a1), (0.3, a2)])
+    torch.testing.assert_close(loss, expected)
+    assert out is logits
+    plain, out = training_loss(logits, y)
+    torch.testing.assert_close(plain, F.cross_entropy(logits, y)) and out is logits
+
+
+def test_fit_trains_a_network_with_auxiliary_classifiers():
+    model = AuxNet()
+    history = fit(model, brightness_data(), TrainConfig(epochs=3, lr=0.2, precision="fp32"), progress=False)
+    assert all(math.isfinite(v) for v in history.train_loss)
+    assert history.train_loss[-1] < history.train_loss[0]
+    # the auxiliary head was trained too: the total loss reached its weights
+    assert model.aux_fc.weight.grad is not None and model.aux_fc.weight.grad.abs().sum() > 0
+    assert history.test_acc[-1] > 1 / NUM_CLASSES

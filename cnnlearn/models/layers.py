@@ -6,15 +6,26 @@ writing its own copy, so "the conv-BN-activation unit" means one thing everywher
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from .._validate import check_model_input
 
-__all__ = ["ConvBNAct", "make_divisible", "check_images", "check_divisible", "check_positive", "channel_shuffle", "ChannelShuffle", "SqueezeExcite", "DepthwiseSeparableConv"]
+__all__ = ["AuxOutputs", "ConvBNAct", "make_divisible", "check_images", "check_divisible", "check_positive", "channel_shuffle", "ChannelShuffle", "SqueezeExcite", "DepthwiseSeparableConv"]
+
+
+class AuxOutputs(NamedTuple):
+    """What a network with auxiliary classifiers (GoogLeNet, Inception v3) returns in
+    training mode; in eval mode it returns the logits alone. ``cnnlearn.fit`` trains on
+    ``CE(logits) + aux_weight * sum(CE(a) for a in aux)`` and measures accuracy on
+    ``logits`` (:func:`cnnlearn.train.training_loss`)."""
+
+    logits: torch.Tensor             # the main classifier's (B, classes)
+    aux: tuple[torch.Tensor, ...]    # each auxiliary classifier's (B, classes), input side first
+    aux_weight: float = 0.3          # weight of each auxiliary loss in the total loss
 
 
 def check_images(x: torch.Tensor, model: nn.Module, channels: int = 3, name: str | None = None) -> None:
