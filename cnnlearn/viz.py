@@ -293,7 +293,7 @@ def plot_history(
             unbalanced test sets: the share of the largest class).
     """
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter
 
     if num_classes is not None and chance is not None:
         raise ValueError(f"give num_classes or chance, not both (got {num_classes!r} and {chance!r})")
@@ -321,13 +321,18 @@ def plot_history(
             handles.append(Line2D([], [], color=c, label=name))
     handles += [Line2D([], [], color="gray", ls="--", label="train"),
                 Line2D([], [], color="gray", ls="-", label="test")]
+    loss_chance = []  # the loss panel's own legend entry for its chance line
     if chance is not None:
         # Guessing: error 1 - chance; a uniform prediction over K classes has loss ln K.
         ax_err.axhline(100 * (1 - chance), **_CHANCE)
         ax_loss.axhline(-math.log(chance), **_CHANCE)
         handles.append(Line2D([], [], **_CHANCE, label=f"chance ({100 * (1 - chance):.0f}% error)"))
+        k = round(1 / chance)
+        loss_label = (f"chance (loss ln {k} = {math.log(k):.2f})" if num_classes is not None
+                      else f"chance (loss {-math.log(chance):.2f})")
+        loss_chance = [Line2D([], [], **_CHANCE, label=loss_label)]
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", title="Loss", yscale="log")
-    ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0, 7.0)))  # ... 1, 2, 3, 5, 7, 10 ...
+    ax_loss.yaxis.set_major_locator(FixedLocator(_log_ticks(*ax_loss.get_ylim())))
     ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))        # plain numbers, not 2x10^0
     ax_loss.yaxis.set_minor_formatter(NullFormatter())
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="Error")
@@ -336,10 +341,33 @@ def plot_history(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     if any(histories):   # named runs: one legend for both plots, beside them
         fig.legend(handles=handles, loc="outside right center", fontsize=8)
-    else:
+        if loss_chance:  # the figure's legend gives the chance error; the loss panel its loss
+            ax_loss.legend(handles=loss_chance, fontsize=8)
+    else:  # each panel its own legend, each with its own chance level
+        ax_loss.legend(handles=handles[:-1] + loss_chance if chance is not None else handles, fontsize=8)
         ax_err.legend(handles=handles, fontsize=8)
     fig.suptitle(title)
     return fig
+
+
+def _log_ticks(low: float, high: float, fewest: int = 4, most: int = 7) -> list[float]:
+    """Round tick values for a log axis from ``low`` to ``high``: the sparsest of the series
+    1, 1-2-5, 1-1.5-2-3-5-7 and 1-1.2-1.5-2-2.5-3-4-5-6-8 (per decade) that puts at least
+    ``fewest`` ticks inside, thinned to at most ``most``; evenly spaced round values when
+    the range is too narrow for any of them. A loss from 0.7 to 2.2 then reads 0.8, 1,
+    1.2, 1.5, 2 rather than only 1 and 2."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks: list[float] = []
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for mantissas in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
+        ticks = [float(f"{m * 10.0 ** e:.6g}") for e in decades for m in mantissas]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= fewest:
+            break
+    if len(ticks) < 3:  # less than a factor of 1.5 from low to high: plain linear steps
+        ticks = [float(f"{t:.6g}") for t in MaxNLocator(nbins=4).tick_values(low, high) if low <= t <= high]
+    return ticks[::math.ceil(len(ticks) / most)]
 
 
 def plot_confusion(

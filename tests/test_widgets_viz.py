@@ -212,10 +212,13 @@ def test_plot_history_draws_the_chance_level():
     assert err_ax.get_ylim()[1] >= 90  # the line is inside the axis
     assert any(list(line.get_ydata()) == pytest.approx([2.302585] * 2) for line in loss_ax.lines)  # ln 10
     assert [t.get_text() for t in err_ax.get_legend().get_texts()] == ["train", "test", "chance (90% error)"]
+    # the loss panel has its own legend, whose chance entry gives the loss, not the error
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train", "test", "chance (loss ln 10 = 2.30)"]
     # chance= for an unbalanced test set; with named runs the chance level joins the figure's legend.
     two = plot_history({"a": _history(), "b": _history()}, chance=0.25)
     (legend,) = two.legends
     assert [t.get_text() for t in legend.get_texts()][-1] == "chance (75% error)"
+    assert [t.get_text() for t in two.axes[0].get_legend().get_texts()] == ["chance (loss 1.39)"]  # -ln 0.25
     assert len(plot_history(_history()).axes[1].lines) == 2  # no chance line unless asked
     with pytest.raises(ValueError, match="num_classes or chance, not both"):
         plot_history(_history(), num_classes=10, chance=0.1)
@@ -223,6 +226,23 @@ def test_plot_history_draws_the_chance_level():
         plot_history(_history(), num_classes=1)
     with pytest.raises(ValueError, match=r"chance must be .* in \(0, 1\)"):
         plot_history(_history(), chance=10)
+    plt.close("all")
+
+
+def test_loss_axis_ticks_are_round_numbers_however_narrow_the_range():
+    from cnnlearn.viz import _log_ticks
+
+    assert _log_ticks(0.72, 2.2) == [0.8, 1.0, 1.2, 1.5, 2.0]      # not only 1 and 2
+    assert _log_ticks(0.5, 25) == [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+    assert _log_ticks(1e-3, 5) == [0.001, 0.01, 0.1, 1.0]           # decades when the range is wide
+    narrow = _log_ticks(2.0, 2.4)                                    # no 1-2-5 value inside: linear steps
+    assert len(narrow) >= 3 and all(2.0 <= t <= 2.4 for t in narrow)
+    for low, high in [(0.05, 3), (0.3, 2.4), (0.9, 1.1), (1.5, 40)]:
+        ticks = _log_ticks(low, high)
+        assert 3 <= len(ticks) <= 7 and ticks == sorted(ticks) and low <= ticks[0] and ticks[-1] <= high
+    fig = plot_history(_history(), num_classes=10)  # losses 0.67 to 2.3: at least four labelled ticks
+    labels = [t for t in fig.axes[0].get_yticks() if fig.axes[0].get_ylim()[0] <= t <= fig.axes[0].get_ylim()[1]]
+    assert len(labels) >= 4
     plt.close("all")
 
 
