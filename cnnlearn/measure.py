@@ -32,6 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import _validate as V
 
 __all__ = [
+    "Calibration",
+    "calibration",
     "count_params",
     "count_macs",
     "describe",
@@ -347,6 +349,9 @@ class LatencyResult:
     batch_size: int
     device: str
     threads: int
+    # compare_latency only: the median of each interleaved round, in the order measured, so
+    # that two models can be compared round by round (cnnlearn.verdict_paired); () otherwise
+    rounds_ms: tuple[float, ...] = ()
 
     def __str__(self) -> str:
         return (f"{self.median_ms:.2f} ms (IQR {self.q1_ms:.2f}-{self.q3_ms:.2f}, "
@@ -427,7 +432,8 @@ def compare_latency(
 
     Returns:
         ``{name: LatencyResult}`` in the order of ``models``; ``repeats`` counts all timed
-        passes (``rounds * repeats``).
+        passes (``rounds * repeats``), and ``rounds_ms`` holds the per-round medians (round
+        ``r`` of one model pairs with round ``r`` of another).
     """
     if not isinstance(models, Mapping):
         raise V.ArgumentTypeError(f"models must be a dict {{name: (model, input_size)}}, got {type(models).__name__}")
@@ -451,7 +457,7 @@ def compare_latency(
     for n in names:
         q = statistics.quantiles(medians[n], n=4) if rounds > 1 else [medians[n][0]] * 3
         out[n] = LatencyResult(statistics.median(medians[n]), q[0], q[2], rounds * repeats,
-                               batch_size, last[n].device, last[n].threads)
+                               batch_size, last[n].device, last[n].threads, tuple(medians[n]))
     return out
 
 
@@ -810,3 +816,59 @@ def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well a classifier's confidence matches its accuracy (:func:`calibration`)."""
+
+    ece: float                  # expected calibration error: sum over bins of (share of images) * |accuracy - confidence|
+    mean_confidence: float      # mean of the top-class probability over all images
+    accuracy: float             # share of images whose top class is right
+    bin_edges: list[float]      # bins + 1 edges of the confidence bins, from 0 to 1
+    bin_confidence: list[float]  # mean confidence of the images in each bin (NaN for an empty bin)
+    bin_accuracy: list[float]   # accuracy of the images in each bin (NaN for an empty bin)
+    bin_count: list[int]        # images in each bin
+
+
+def calibration(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> Calibration:
+    """Reliability-diagram data and expected calibration error (ECE) of predictions.
+
+    Each image's confidence is its top-class probability. Images are sorted into
+    ``bins`` equal-width confidence bins; a calibrated classifier is right on 80% of the
+    images it is 80% sure about, so in every bin accuracy equals mean confidence. ECE is
+    the mean gap, weighted by the share of images in each bin (Guo et al., 2017, "On
+    Calibration of Modern Neural Networks", which uses 15 bins).
+
+    Args:
+        probs: ``(N, classes)`` probabilities (each row sums to 1), e.g. ``logits.softmax(1)``.
+        labels: ``(N,)`` the true classes.
+        bins: number of equal-width bins on [0, 1].
+
+    Returns:
+        A :class:`Calibration`.
+    """
+    if not (isinstance(probs, torch.Tensor) and probs.ndim == 2 and isinstance(labels, torch.Tensor)
+            and labels.shape == probs.shape[:1]):
+        raise ValueError("probs must be an (N, classes) tensor and labels an (N,) tensor of the same N; got "
+                         f"{tuple(getattr(probs, 'shape', ()))} and {tuple(getattr(labels, 'shape', ()))}")
+    if not (isinstance(bins, int) and bins >= 1):
+        raise ValueError(f"bins must be an int >= 1, got {bins!r}")
+    if len(probs) == 0:
+        raise ValueError("probs holds no predictions")
+    if not torch.allclose(probs.float().sum(1), torch.ones(len(probs)), atol=1e-3):
+        raise ValueError("each row of probs must sum to 1: pass probabilities (logits.softmax(1)), not logits")
+    confidence, predicted = probs.float().max(1)
+    correct = (predicted == labels.to(predicted.device)).float()
+    # bin i holds confidences in (edge_i, edge_i+1]; the top-class probability is at least 1/classes > 0
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.bincount(index, minlength=bins)
+    conf_sum = torch.zeros(bins).index_add_(0, index.cpu(), confidence.cpu())
+    acc_sum = torch.zeros(bins).index_add_(0, index.cpu(), correct.cpu())
+    count = count.cpu()
+    nonempty = count > 0
+    bin_conf = torch.where(nonempty, conf_sum / count.clamp_min(1), torch.tensor(float("nan")))
+    bin_acc = torch.where(nonempty, acc_sum / count.clamp_min(1), torch.tensor(float("nan")))
+    ece = ((acc_sum - conf_sum).abs().sum() / len(probs)).item()   # = sum_b (n_b / N) |acc_b - conf_b|
+    return Calibration(ece, confidence.mean().item(), correct.mean().item(),
+                       [i / bins for i in range(bins + 1)], bin_conf.tolist(), bin_acc.tolist(), count.tolist())

@@ -30,8 +30,8 @@ from .budget import get_device
 from .data import Data, DeviceLoader
 from .models.layers import AuxOutputs
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "recalibrate_bn", "lr_multiplier",
-           "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "evaluate_ten_crop", "ten_crops", "predict", "recalibrate_bn",
+           "lr_multiplier", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -292,6 +292,74 @@ def evaluate(
     logits, labels = predict(model, loader, tta_flip=tta_flip, tta_translate=tta_translate,
                              precision=precision, channels_last=channels_last)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def ten_crops(x: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    """The ten views of 10-crop testing: the four corner crops and the centre crop of each
+    image, and their left-right mirrors (Krizhevsky et al., 2012; Szegedy et al., 2015).
+
+    On CIFAR-sized images the crops come from the image zero-padded by ``pad`` pixels on
+    each side, as the random-crop augmentation of training does, so every crop has the
+    image's own size and the centre crop is the image itself.
+
+    Args:
+        x: a batch ``(B, C, H, W)``.
+        pad: the padding in pixels (> 0: with 0 all five crops would be the same).
+
+    Returns:
+        Ten tensors of ``x``'s shape: centre, four corners, then the same five mirrored.
+    """
+    if V.integer("pad", pad) < 1:
+        raise ValueError(f"pad must be >= 1 pixel (the corners are 2 * pad apart), got {pad}")
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (pad, pad, pad, pad))                   # (B, C, H + 2p, W + 2p)
+    offsets = [(pad, pad), (0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
+    crops = [padded[..., dy:dy + h, dx:dx + w] for dy, dx in offsets]
+    return crops + [c.flip(-1) for c in crops]
+
+
+@torch.no_grad()
+def evaluate_ten_crop(
+    model: nn.Module, loader: DeviceLoader, *, pad: int | None = None, precision: str = "fp32",
+    channels_last: bool | None = None,
+) -> tuple[float, float]:
+    """Loss and accuracy of ``model`` on ``loader`` with 10-crop testing: the softmax
+    probabilities of the ten views of :func:`ten_crops` are averaged, as GoogLeNet
+    averaged over its crops (Szegedy et al., 2015, Sec. 7), and the class with the
+    highest mean probability is the prediction. It costs ten forward passes per image.
+
+    Args:
+        model: the network, on the loader's device; its train/eval mode is restored.
+        loader: batches ``(x, y)`` (the test loader: no augmentation of its own).
+        pad: crop offsets come from the image padded by this many pixels; default the
+            loader's ``pad``, the padding its training augmentation uses (4 on CIFAR).
+        precision: autocast as in :class:`TrainConfig` (default float32).
+        channels_last: NHWC inputs; ``None`` matches the model's memory format.
+
+    Returns:
+        ``(loss, accuracy)``: the cross-entropy of the averaged probabilities and the
+        accuracy in [0, 1], comparable with :func:`evaluate`'s.
+    """
+    model, loader = V.module("model", model), V.loader("loader", loader)
+    pad = loader.pad if pad is None else pad
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    dtype = resolve_precision(precision, device)
+    if channels_last is None:
+        channels_last = _model_is_channels_last(model)
+    nll, correct, seen = 0.0, 0, 0
+    try:
+        for x, y in loader:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                probs = sum(model(_prepare_input(c, channels_last)).float().softmax(1)
+                            for c in ten_crops(x, pad)) / 10
+            nll += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+            correct += (probs.argmax(1) == y).sum().item()
+            seen += len(y)
+    finally:
+        model.train(was_training)
+    return nll / seen, correct / seen
 
 
 @torch.no_grad()

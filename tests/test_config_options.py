@@ -374,6 +374,45 @@ def test_gan_sample_every():
     assert gan_run(epochs=3, sample_every=2)[0].sample_epochs == [0, 2, 3]  # and always the last
 
 
+def _gan_dtypes_and_layouts(**options) -> tuple[set, set]:
+    """The dtypes of the outputs of G's and D's first layers during a fit_gan run, and
+    whether their weights ended up channels_last."""
+    g, d = gan_pair()
+    seen = set()
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.add(o.dtype)) for m in (g.stem[0], d.stem[0])]
+    try:
+        gan_run(nets=(g, d), **options)
+    finally:
+        for h in hooks:
+            h.remove()
+    # every 4-D weight whose two layouts differ (not those with a single input channel)
+    layouts = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+               for w in (*g.parameters(), *d.parameters()) if w.ndim == 4 and w.shape[1] > 1}
+    return seen, layouts
+
+
+def test_gan_precision(tmp_path):
+    # check_gan_pair and the sample grids run in float32; the updates in the autocast dtype
+    assert _gan_dtypes_and_layouts(precision="fp32")[0] == {torch.float32}
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert _gan_dtypes_and_layouts(precision="auto")[0] == {torch.float32} | ({auto} if auto else set())
+    if cpu_has_native_bf16():
+        assert _gan_dtypes_and_layouts(precision="bf16")[0] == {torch.float32, torch.bfloat16}
+        h, state, _ = gan_run(tmp_path, precision="bf16")
+        assert state["records"]["autocast"] == "torch.bfloat16"
+        assert all(math.isfinite(v) for v in h.d_loss + h.g_loss)
+    else:
+        with pytest.raises(ValueError, match="no native bfloat16"):
+            gan_run(precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        GANConfig(precision="fp16")  # would need a loss scaler per network: not offered
+
+
+def test_gan_channels_last():
+    assert _gan_dtypes_and_layouts(channels_last=False)[1] == {False}
+    assert _gan_dtypes_and_layouts(channels_last=True)[1] == {True}
+
+
 # --------------------------------------------------------------------------- every option is tested
 
 OPTION_TESTS = {
@@ -389,7 +428,8 @@ OPTION_TESTS = {
     GANConfig: {
         "epochs": test_gan_epochs, "nz": test_gan_nz, "lr": test_gan_lr, "betas": test_gan_betas,
         "loss": test_gan_loss, "d_steps": test_gan_d_steps, "seed": test_gan_seed, "n_fixed": test_gan_n_fixed,
-        "sample_every": test_gan_sample_every,
+        "sample_every": test_gan_sample_every, "precision": test_gan_precision,
+        "channels_last": test_gan_channels_last,
     },
 }
 

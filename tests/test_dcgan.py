@@ -8,6 +8,8 @@ to its own loss, by bit-exact resume, and by a short run that must learn.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -20,9 +22,10 @@ from cnnlearn import (
 from cnnlearn._io import CheckpointMismatchError, CorruptFileError
 from cnnlearn.data import DeviceLoader
 from cnnlearn.gan import (
-    GANConfig, discriminator_step, fit_gan, generator_step, image_grid, interpolate, latent,
-    sample, to_gan_range, to_uint8,
+    GANConfig, autocast_dtype, discriminator_step, fit_gan, generator_step, image_grid, interpolate,
+    latent, sample, to_gan_range, to_uint8,
 )
+from cnnlearn.train import cpu_has_native_bf16
 from cnnlearn.models.dcgan import (
     DCGANConfig, Discriminator, Generator, dcgan, dcgan_discriminator, dcgan_generator,
     discriminator_table, generator_table,
@@ -350,6 +353,54 @@ def test_resume_continues_identically(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="changed: lr"):
         fit_gan(g3, d3, loader, GANConfig(epochs=3, nz=8, n_fixed=4, seed=3, lr=1e-3),
                 device="cpu", progress=False, checkpoint=ckpt)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bfloat16 autocast needs a CPU with native bfloat16")
+def test_resume_is_identical_with_bf16_and_channels_last(tmp_path):
+    # the chapter's arithmetic: bfloat16 autocast and NHWC, stopped and resumed on the CPU
+    images = torch.rand(24, 1, 8, 8) * 2 - 1
+    batches = [images[i:i + 8] for i in range(0, 24, 8)]
+    cfg = GANConfig(epochs=3, nz=8, n_fixed=4, seed=5, precision="bf16", channels_last=True)
+    g, d = tiny_pair(seed=2)
+    full = fit_gan(g, d, batches, cfg, device="cpu", progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_second(epoch, history):
+        if epoch == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "gan.pt"
+    with pytest.raises(Interrupt):
+        fit_gan(*tiny_pair(seed=2), batches, cfg, device="cpu", progress=False, checkpoint=ckpt,
+                callback=stop_after_second)
+    g3, d3 = tiny_pair(seed=7)
+    resumed = fit_gan(g3, d3, batches, cfg, device="cpu", progress=False, checkpoint=ckpt)
+    assert resumed.g_loss == full.g_loss and resumed.d_loss == full.d_loss
+    for ours, theirs in ((g, g3), (d, d3)):
+        for (k, v), w in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(v, w), k
+    # another arithmetic refuses the checkpoint
+    with pytest.raises(CheckpointMismatchError):
+        fit_gan(g3, d3, batches, dataclasses.replace(cfg, precision="fp32"), device="cpu", progress=False,
+                checkpoint=ckpt)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bfloat16 autocast needs a CPU with native bfloat16")
+def test_steps_under_bf16_autocast_report_float32_losses_close_to_float32():
+    real, z = torch.rand(8, 1, 8, 8) * 2 - 1, torch.randn(8, 8)
+    results = {}
+    for dtype in (None, torch.bfloat16):
+        g, d = tiny_pair(seed=4)
+        ds = discriminator_step(g, d, torch.optim.Adam(d.parameters()), real, z, autocast=dtype)
+        gs = generator_step(g, d, torch.optim.Adam(g.parameters()), z, autocast=dtype)
+        assert all(v.dtype == torch.float32 for v in (*ds.values(), *gs.values()))
+        assert all(p.dtype == torch.float32 for p in (*g.parameters(), *d.parameters()))  # weights stay float32
+        results[dtype] = (ds["d_loss"].item(), gs["g_loss"].item())
+    for a, b in zip(results[None], results[torch.bfloat16]):
+        assert a == pytest.approx(b, rel=0.05)  # bfloat16 keeps about 3 significant digits per operation
+    assert autocast_dtype("fp32", "cpu") is None and autocast_dtype("auto", "cpu") == torch.bfloat16
 
 
 def test_cnnlearn_loader_with_to_gan_range():

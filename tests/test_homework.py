@@ -107,6 +107,16 @@ def test_the_slice_keeps_what_an_exercise_uses_and_drops_the_rest():
         "answer = helper(3).numel()\ncheck('ch01.output_size', answer)",
     ]])
     assert homework.needed_cells(nb, {4}) == {0, 1, 3, 4}
+    # A cell that fills a container an exercise reads is kept, with the cell that made it.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in [
+        "import cnnlearn", "runs = {}", "for seed in range(3):\n    runs[seed] = seed ** 2",
+        "done = []\ndone.append(1)", "answer = sum(runs.values())\ncheck('ch01.output_size', answer)",
+    ]])
+    assert homework.needed_cells(nb, {4}) == {0, 1, 2, 4}
+    # ... also when a function fills it, called from another cell.
+    nb.cells[2].source = "def train(seed):\n    runs[seed] = seed ** 2"
+    nb.cells.insert(3, nbformat.v4.new_code_cell("for seed in range(3):\n    train(seed)"))
+    assert homework.needed_cells(nb, {5}) == {0, 1, 2, 3, 5}
 
 
 def _submission(student, replace: dict[str, str] | None = None, drop: str | None = None):

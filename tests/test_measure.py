@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 
 import pytest
 import torch
@@ -310,6 +311,7 @@ def test_compare_latency_interleaves_and_orders():
         assert isinstance(r, LatencyResult)
         assert (r.repeats, r.batch_size, r.threads, r.device) == (9, 1, 1, "cpu")
         assert 0 < r.q1_ms <= r.median_ms <= r.q3_ms
+        assert len(r.rounds_ms) == 3 and r.median_ms == statistics.median(r.rounds_ms)  # one per round
     assert results["big"].median_ms > 3 * results["small"].median_ms
     one = compare_latency({"small": (small, (16, 8, 8))}, rounds=1, repeats=2, warmup=0)
     assert one["small"].q1_ms == one["small"].median_ms == one["small"].q3_ms

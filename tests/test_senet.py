@@ -10,7 +10,7 @@ from cnnlearn.models.layers import SqueezeExcite
 from cnnlearn.models.weights import randomize_batchnorm
 from cnnlearn.models.resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig, make_shortcut
 from cnnlearn.models.senet import (
-    SE_PLACEMENTS, SEPlacedBlock, load_timm_seresnet, se_resnet, seresnet20, seresnet50,
+    SE_PLACEMENTS, MaxSqueezeExcite, SEPlacedBlock, load_timm_seresnet, se_resnet, seresnet20, seresnet50,
 )
 
 from conftest import assert_equivalent, demanding_reference
@@ -183,6 +183,49 @@ def test_placements_differ_where_the_paper_says():
             identity.block.act(identity.block.bn1(identity.block.conv1(x)))))))
 
 
+# --------------------------------------------------------------------------- squeeze and excitation ablations
+
+
+def test_max_squeeze_unit_squeezes_by_the_maximum():
+    torch.manual_seed(0)
+    unit = MaxSqueezeExcite.from_reduction(16, 4).eval()
+    x = torch.randn(2, 16, 5, 7)
+    with torch.no_grad():
+        expected = x * torch.sigmoid(unit.fc2(torch.relu(unit.fc1(x.amax((2, 3), keepdim=True)))))
+        assert torch.allclose(unit(x), expected, atol=1e-6)
+        # the average-pooling unit with the same weights computes something else
+        avg = SqueezeExcite.from_reduction(16, 4).eval()
+        avg.load_state_dict(unit.state_dict())
+        assert not torch.allclose(avg(x), unit(x), atol=1e-3)
+    assert count_params(unit) == count_params(avg)
+
+
+@pytest.mark.parametrize("placement", SE_PLACEMENTS)
+@pytest.mark.parametrize("se_class, gate_layer", [(MaxSqueezeExcite, nn.Sigmoid), (SqueezeExcite, nn.Tanh),
+                                                  (SqueezeExcite, nn.ReLU)])
+def test_ablation_units_reach_every_block_and_change_no_count(placement, se_class, gate_layer):
+    model = seresnet20(placement=placement, se_class=se_class, gate_layer=gate_layer)
+    units = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert len(units) == 9 and all(type(u) is se_class and type(u.gate) is gate_layer for u in units)
+    assert count_params(model) == count_params(seresnet20(placement=placement))
+    torch.manual_seed(0)
+    out = model(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10) and all(p.grad is not None for p in model.parameters())
+
+
+def test_tanh_and_relu_gates_leave_0_1():
+    # Table 12's alternatives are not gates in [0, 1]: tanh can flip a channel's sign, ReLU amplify it.
+    torch.manual_seed(0)
+    x = torch.rand(4, 16, 6, 6) + 0.1  # positive: output / input is the gate
+    for gate, bias, expected in ((nn.Tanh, -1.0, torch.tanh(torch.tensor(-1.0))), (nn.ReLU, 2.0, 2.0)):
+        unit = SqueezeExcite.from_reduction(16, 4, gate_layer=gate).eval()
+        with torch.no_grad():
+            unit.fc2.weight.zero_()
+            unit.fc2.bias.fill_(bias)  # every "gate" is gate(bias): below 0 for tanh, above 1 for ReLU
+            assert torch.allclose(unit(x) / x, torch.full_like(x, float(expected)), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- bad arguments
 
 
@@ -205,6 +248,10 @@ def test_bad_placement_and_blocks_raise():
         SEPlacedBlock(BasicBlock(8, 8, residual=False), "identity", lambda c: SqueezeExcite(c, 2))
     with pytest.raises(ValueError, match="already has an attn_layer"):
         se_resnet(ResNetConfig(BasicBlock, (1, 1), widths=(16, 32), attn_layer=nn.Identity))
+    with pytest.raises(ValueError, match="se_class must be SqueezeExcite or a subclass"):
+        seresnet20(se_class=nn.Identity)
+    with pytest.raises(ValueError, match="gate_layer must be a module class"):
+        seresnet20(gate_layer="sigmoid")
 
 
 # --------------------------------------------------------------------------- every model

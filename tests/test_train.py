@@ -447,3 +447,55 @@ def test_fit_trains_a_network_with_auxiliary_classifiers():
     # the auxiliary head was trained too: the total loss reached its weights
     assert model.aux_fc.weight.grad is not None and model.aux_fc.weight.grad.abs().sum() > 0
     assert history.test_acc[-1] > 1 / NUM_CLASSES
+
+
+# --------------------------------------------------------------------------- 10-crop testing
+
+
+def test_ten_crops_are_the_centre_corners_and_their_mirrors():
+    from cnnlearn.train import ten_crops
+
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4) + 1   # no zeros inside the image
+    crops = ten_crops(x, pad=1)
+    assert len(crops) == 10 and all(c.shape == x.shape for c in crops)
+    assert torch.equal(crops[0], x)                                  # the centre crop is the image itself
+    padded = F.pad(x, (1, 1, 1, 1))
+    assert torch.equal(crops[1], padded[..., :4, :4])                # top-left corner
+    assert torch.equal(crops[4], padded[..., 2:, 2:])                # bottom-right corner
+    assert (crops[1][..., 0, :] == 0).all() and (crops[4][..., -1, :] == 0).all()   # the zero padding shows
+    for plain, mirrored in zip(crops[:5], crops[5:]):
+        assert torch.equal(mirrored, plain.flip(-1))
+    assert len({tuple(c.flatten().tolist()) for c in crops}) == 10   # ten different views
+    with pytest.raises(ValueError, match="pad must be >= 1"):
+        ten_crops(x, pad=0)
+
+
+def test_evaluate_ten_crop_averages_the_probabilities_of_ten_views():
+    from cnnlearn.train import evaluate_ten_crop, ten_crops
+
+    data = brightness_data()
+    model = tiny_net().eval()
+    loss, acc = evaluate_ten_crop(model, data.test)
+    # the same by hand: mean softmax over the ten views, then the NLL of that mean
+    xs, y = (torch.cat(t) for t in zip(*data.test))                  # the normalised test images
+    with torch.no_grad():
+        probs = sum(model(c).softmax(1) for c in ten_crops(xs, data.test.pad)) / 10
+    assert acc == pytest.approx((probs.argmax(1) == y).float().mean().item())
+    assert loss == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-5)
+    assert 0.0 <= acc <= 1.0 and loss > 0
+    model.train()
+    evaluate_ten_crop(model, data.test)
+    assert model.training                                            # mode restored
+
+
+def test_ten_crop_testing_helps_a_trained_network_or_ties():
+    # Train the tiny network on brightness; 10-crop must classify at least about as well as one view.
+    from cnnlearn.train import evaluate_ten_crop
+
+    torch.manual_seed(0)
+    data = brightness_data(n_train=256, n_test=128)
+    model = tiny_net()
+    fit(model, data, TrainConfig(epochs=4, lr=0.05, precision="fp32", channels_last=False), progress=False)
+    _, one = evaluate(model, data.test)
+    _, ten = evaluate_ten_crop(model, data.test, pad=1)
+    assert one > 0.5 and ten >= one - 0.1

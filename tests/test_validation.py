@@ -29,7 +29,7 @@ import cnnlearn._validate as V
 from cnnlearn import measure
 from cnnlearn._io import CheckpointMismatchError, CorruptFileError, atomic_save
 from cnnlearn.data import Data, DeviceLoader, cache_dir
-from cnnlearn.gan import GANConfig, fit_gan, interpolate, latent, sample
+from cnnlearn.gan import GANConfig, autocast_dtype, fit_gan, interpolate, latent, sample
 from cnnlearn.models.dcgan import dcgan
 from cnnlearn.train import History, TrainConfig, evaluate, fit, predict, recalibrate_bn
 from cnnlearn.viz import plot_confusion, plot_history, show_feature_maps
@@ -103,7 +103,8 @@ TRAIN_ONLY = [
 GAN_ONLY = [
     ("nz", 0, ValueError), ("d_steps", 0, ValueError), ("betas", (0.5,), ValueError), ("betas", 0.5, TypeError),
     ("betas", (1.0, 0.9), ValueError), ("betas", (0.5, float("nan")), ValueError), ("loss", "hinge", ValueError),
-    ("n_fixed", -1, ValueError), ("sample_every", 0, ValueError),
+    ("n_fixed", -1, ValueError), ("sample_every", 0, ValueError), ("precision", "fp16", ValueError),
+    ("channels_last", "yes", TypeError),
 ]
 
 
@@ -219,6 +220,7 @@ BAD_CALLS = {
                             "config"),
     "fit_gan device": (lambda: fit_gan(_g, _d, [torch.zeros(2, 1, 8, 8)], GANConfig(nz=8), device="gpu",
                                        progress=False), ValueError, "device"),
+    "autocast_dtype": (lambda: autocast_dtype("float16", "cpu"), ValueError, "precision"),
     "sample n": (lambda: sample(_g, n=0), ValueError, "n"),
     "latent": (lambda: latent(2, 8, seed=-1), ValueError, "seed"),
     "interpolate zero": (lambda: interpolate(_g, torch.zeros(8), torch.zeros(8), spherical=True), ValueError, "z0"),

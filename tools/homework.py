@@ -301,12 +301,23 @@ def _without_magics(source: str) -> str:
     return "\n".join(lines)
 
 
-def _scope(nodes, params=()) -> tuple[set[str], set[str], bool]:
+_MUTATING = {"append", "extend", "insert", "update", "add", "setdefault", "pop", "popitem", "remove",
+             "clear", "discard", "sort", "reverse", "__setitem__"}
+
+
+def _scope(nodes, params=(), effects: dict[str, set[str]] | None = None) -> tuple[set[str], set[str], bool, set[str]]:
     """(bound, free, star import) names of one scope: the names it assigns, imports or
     defines, and the names it reads without binding them (including what nested
     functions, classes, lambdas and comprehensions read from outside). A function's
-    parameters and locals are its own, so they do not make a cell depend on another."""
+    parameters and locals are its own, so they do not make a cell depend on another.
+
+    The fourth item: the names defined outside this scope that it changes in place
+    (``runs[k] = v``, ``items.append(v)``). ``effects`` maps a function's name to the outer
+    names it changes; it is filled at each ``def``, and a call of such a function counts as
+    changing them (a ``train()`` that fills a global ``runs``)."""
+    effects = {} if effects is None else effects
     bound, loads, star = set(params), set(), False
+    mutated: set[str] = set()  # runs[k] = v, obj.attr = v, items.append(v): changes a name defined earlier
     stack = list(nodes)
     while stack:
         node = stack.pop()
@@ -320,16 +331,34 @@ def _scope(nodes, params=()) -> tuple[set[str], set[str], bool]:
                 a = node.args
                 stack += a.defaults + [d for d in a.kw_defaults if d is not None]
                 params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x]
-            loads |= _scope(node.body, params)[1]
+            _, free, _, changed = _scope(node.body, params, effects)
+            loads |= free | changed
+            if changed and not isinstance(node, ast.ClassDef):
+                effects[node.name] = changed
         elif isinstance(node, ast.Lambda):
             a = node.args
             params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x]
-            loads |= _scope([node.body], params)[1]
+            loads |= _scope([node.body], params, effects)[1]
         elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-            loads |= _scope(parts + node.generators)[1]  # its loop variables are its own
+            loads |= _scope(parts + node.generators, (), effects)[1]  # its loop variables are its own
         elif isinstance(node, ast.Name):
             (loads if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Subscript, ast.Attribute)) and not isinstance(node.ctx, ast.Load):
+            base = node.value
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                mutated.add(base.id)
+            stack += ast.iter_child_nodes(node)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and isinstance(node.func.value, ast.Name) and node.func.attr in _MUTATING):
+            mutated.add(node.func.value.id)
+            stack += ast.iter_child_nodes(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in effects:
+            mutated |= effects[node.func.id]
+            loads.add(node.func.id)
+            stack += ast.iter_child_nodes(node)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 if alias.name == "*":
@@ -338,16 +367,19 @@ def _scope(nodes, params=()) -> tuple[set[str], set[str], bool]:
                     bound.add(alias.asname or alias.name.split(".")[0])
         else:
             stack += ast.iter_child_nodes(node)
-    return bound, loads - bound, star
+    # A mutated name counts as defined here (so a cell that fills `runs` is kept for a cell that
+    # reads it) and as used (the cell needs the earlier definition it changes).
+    return bound | mutated, (loads - bound) | mutated, star, mutated - bound
 
 
-def cell_names(source: str) -> tuple[set[str], set[str], bool] | None:
-    """(defined, used, star import) of a code cell, or None when it is not valid Python."""
+def cell_names(source: str, effects: dict[str, set[str]] | None = None) -> tuple[set[str], set[str], bool] | None:
+    """(defined, used, star import) of a code cell, or None when it is not valid Python.
+    ``effects``: see :func:`_scope` (shared across the cells of a notebook)."""
     try:
         tree = ast.parse(_without_magics(source))
     except SyntaxError:
         return None
-    defined, used, star = _scope(tree.body)
+    defined, used, star, _ = _scope(tree.body, (), effects)
     return defined, used - set(dir(builtins)), star
 
 
@@ -359,8 +391,11 @@ def needed_cells(nb, exercise_cells: set[int]) -> set[int]:
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     keep = set(exercise_cells) | set(code[:1])
     needed: set[str] = set()
+    effects: dict[str, set[str]] = {}  # which functions change which globals, from every cell
+    for index in code:
+        cell_names(nb.cells[index].source, effects)
     for index in reversed(code):
-        names = cell_names(nb.cells[index].source)
+        names = cell_names(nb.cells[index].source, effects)
         if names is None:
             continue
         defined, used, star = names
@@ -436,9 +471,13 @@ def _grade_one(homework: Path, submission: Path, out: Path, cell_timeout: int) -
             result["flags"].append(f"grading failed: {type(e).__name__}: {str(e)[:200]}")
             out.write_text(json.dumps(result))
             return
+    result["feedback"] = {}
     for name, test_file in results.results.items():
         if name in result["scores"] and name not in {s.test for s in missing}:
             result["scores"][name] = test_file.score
+            failed = [r.message for r in test_file.test_case_results if not r.passed]
+            if failed:  # the checker's own message, last line of otter's report
+                result["feedback"][name] = failed[0].strip().splitlines()[-1][:200]
     for cell in results.notebook.cells:
         where = cell.metadata.get("cnnlearn_position")
         for output in cell.get("outputs", []) if where is not None else []:
@@ -482,12 +521,14 @@ def grade(homework: Path, submissions: list[Path], out: Path, cell_timeout: int 
         row["total"] = sum(row[s.id] for s in specs)
         row["possible"] = sum(s.points for s in specs)
         row["flags"] = "; ".join(result["flags"])
+        row["feedback"] = "; ".join(f"{spec.id}: {result.get('feedback', {})[spec.test]}" for spec in specs
+                                    if spec.test in result.get("feedback", {}))
         rows.append(row)
         print(f"{path}: {row['total']:g}/{row['possible']:g}" + (f"  [{row['flags']}]" if row["flags"] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["submission", *[s.id for s in specs], "total", "possible", "flags"])
+        writer = csv.DictWriter(f, ["submission", *[s.id for s in specs], "total", "possible", "flags", "feedback"])
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out)

@@ -12,11 +12,13 @@ residual branch. B1, B2, ... are B0 scaled by *compound scaling* (Sec. 3.3): dep
 ``alpha * beta^2 * gamma^2 ~ 2``, so that each step of ``phi`` roughly doubles the
 FLOPs (FLOPs grow linearly with depth and quadratically with width and resolution).
 
-The published B1-B7 do not use ``phi`` directly: their coefficients come from the
-authors' code (``efficientnet_builder.efficientnet_params``, also used by torchvision),
-which rounds the compound-scaled values; e.g. B2 = (width 1.1, depth 1.2, 260 px) is
-:func:`compound_scale` (1) rounded, B3 = (1.2, 1.4, 300 px) is ``phi = 2`` rounded.
-The factories here use the published ones (:data:`EFFICIENTNET_SCALES`), so they match
+The published B1-B7 do not use ``phi`` directly: the authors' code
+(``efficientnet_builder.efficientnet_params``, also used by torchvision) lists each
+network's width, depth and resolution by hand. They lie near compound-scaled values
+without being any of them: B2 = (width 1.1, depth 1.2, 260 px) is close to
+:func:`compound_scale` (1) = (1.1, 1.2, 258 px), B3 = (1.2, 1.4, 300 px) close to
+``phi = 2`` = (1.21, 1.44, 296 px), and B1 = (1.0, 1.1, 240 px) keeps B0's width and
+sits about halfway between ``phi = 0`` and ``phi = 1``. The factories here use the published ones (:data:`EFFICIENTNET_SCALES`), so they match
 torchvision's ``efficientnet_b0`` ... ``efficientnet_b3`` parameter for parameter and
 :func:`load_torchvision_weights` copies their weights in.
 
@@ -147,7 +149,8 @@ class EfficientNetScale:
     resolution: int     # input side length in pixels
 
 
-# The published coefficients (the authors' ``efficientnet_params``; torchvision's too).
+# The published coefficients, listed by hand in the authors' ``efficientnet_params`` (and
+# torchvision's): near, but not equal to, compound_scale(phi) for any phi.
 EFFICIENTNET_SCALES: dict[str, EfficientNetScale] = {
     "b0": EfficientNetScale(1.0, 1.0, 224),
     "b1": EfficientNetScale(1.0, 1.1, 240),

@@ -153,63 +153,19 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(F.relu(self.fc1(x))))   # -> (B, classes)
 
 
-class GoogLeNet(nn.Module):
-    """GoogLeNet built from :data:`GOOGLENET_TABLE`.
+class _WithAuxClassifiers(nn.Module):
+    """The anatomy of GoogLeNet and Inception v3: ``stem`` -> ``stages`` -> ``head``, and
+    auxiliary classifiers in ``aux`` keyed by the stage they branch off after, used in
+    training mode only (see :class:`AuxOutputs`)."""
 
-    Args:
-        num_classes: classes predicted by the head.
-        aux_logits: add the two auxiliary classifiers (training mode returns :class:`AuxOutputs`).
-        variant: ``"torchvision"`` (3x3 in the "5x5" branch, BatchNorm) or ``"paper"``.
-        cifar_stem: for 32x32 images: one 3x3 convolution to 192 channels and no
-            down-sampling in the stem, so the Inception modules see 32x32, 16x16 and 8x8 maps.
-        dropout: before the classifier (torchvision 0.2, the paper 0.4).
-    """
-
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = False, variant: str = "torchvision",
-                 cifar_stem: bool = False, dropout: float | None = None) -> None:
-        super().__init__()
-        if variant not in ("torchvision", "paper"):
-            raise ValueError(f"variant must be 'torchvision' or 'paper', got {variant!r}")
-        check_positive(num_classes=num_classes)
-        paper = variant == "paper"
-        bn = {"batch_norm": not paper}
-        self.variant, self.aux_logits = variant, aux_logits
-        if cifar_stem:
-            self.stem = nn.Sequential(OrderedDict(conv=BasicConv(3, 192, 3, **bn)))
-        else:
-            stem = OrderedDict(conv1=BasicConv(3, 64, 7, stride=2, padding=3, **bn),
-                               maxpool1=nn.MaxPool2d(3, 2, ceil_mode=True))
-            if paper:
-                stem["lrn1"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-            stem["conv2"] = BasicConv(64, 64, 1, **bn)      # the paper's "3x3 reduce"
-            stem["conv3"] = BasicConv(64, 192, 3, **bn)
-            if paper:
-                stem["lrn2"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-            stem["maxpool2"] = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.stem = nn.Sequential(stem)
-        self.stages = nn.Sequential()
-        self.aux = nn.ModuleDict()
-        in_channels = 192
-        for name, row in GOOGLENET_TABLE:
-            if row is None:  # 3x3/2 max-pool; torchvision's last one is 2x2/2
-                pool = nn.MaxPool2d(2, 2, ceil_mode=True) if name == "maxpool4" and not paper else \
-                    nn.MaxPool2d(3, 2, ceil_mode=True)
-                self.stages.add_module(name, pool)
-                continue
-            module = InceptionModule(in_channels, *row, five_kernel=5 if paper else 3, **bn)
-            self.stages.add_module(name, module)
-            in_channels = module.out_channels           # 256, 480, 512, 512, 512, 528, 832, 832, 1024
-            if aux_logits and name in AUX_AFTER:
-                self.aux[name] = InceptionAux(in_channels, num_classes, **bn)
-        self.head = nn.Sequential(OrderedDict(
-            pool=nn.AdaptiveAvgPool2d(1),            # (B, 1024, h, w) -> (B, 1024, 1, 1)
-            flatten=nn.Flatten(),                    # -> (B, 1024)
-            dropout=nn.Dropout(dropout if dropout is not None else (0.4 if paper else 0.2)),
-            fc=nn.Linear(in_channels, num_classes),
-        ))
+    stem: nn.Sequential
+    stages: nn.Sequential
+    head: nn.Sequential
+    aux: nn.ModuleDict
+    aux_weight: float  # of each auxiliary loss
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> the last Inception module's map (B, 1024, H/32, W/32)."""
+        """(B, 3, H, W) -> the last stage's feature map."""
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
@@ -221,7 +177,72 @@ class GoogLeNet(nn.Module):
             if self.training and name in self.aux:
                 aux.append(self.aux[name](x))
         logits = self.head(x)
-        return AuxOutputs(logits, tuple(aux)) if aux else logits
+        return AuxOutputs(logits, tuple(aux), self.aux_weight) if aux else logits
+
+
+class GoogLeNet(_WithAuxClassifiers):
+    """GoogLeNet built from :data:`GOOGLENET_TABLE`.
+
+    Args:
+        num_classes: classes predicted by the head.
+        aux_logits: add the two auxiliary classifiers (training mode returns :class:`AuxOutputs`).
+        variant: ``"torchvision"`` (3x3 in the "5x5" branch, BatchNorm) or ``"paper"``.
+        cifar_stem: for 32x32 images: one 3x3 convolution to 192 channels and no
+            down-sampling in the stem, so the Inception modules see 32x32, 16x16 and 8x8 maps.
+        dropout: before the classifier (torchvision 0.2, the paper 0.4).
+        width: multiplies every channel count of the stem and of Table 1 (rounded, at
+            least 1), so a CIFAR GoogLeNet can be made small enough to train on a CPU.
+    """
+
+    def __init__(self, num_classes: int = 1000, aux_logits: bool = False, variant: str = "torchvision",
+                 cifar_stem: bool = False, dropout: float | None = None, width: float = 1.0) -> None:
+        super().__init__()
+        if variant not in ("torchvision", "paper"):
+            raise ValueError(f"variant must be 'torchvision' or 'paper', got {variant!r}")
+        check_positive(num_classes=num_classes)
+        check_positive(width=width)
+        paper = variant == "paper"
+
+        def w(c: int) -> int:
+            return max(1, round(c * width))
+
+        bn = {"batch_norm": not paper}
+        self.variant, self.aux_logits = variant, aux_logits
+        self.aux_weight = 0.3  # the paper's Sec. 5
+        if cifar_stem:
+            self.stem = nn.Sequential(OrderedDict(conv=BasicConv(3, w(192), 3, **bn)))
+        else:
+            stem = OrderedDict(conv1=BasicConv(3, w(64), 7, stride=2, padding=3, **bn),
+                               maxpool1=nn.MaxPool2d(3, 2, ceil_mode=True))
+            if paper:
+                stem["lrn1"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+            stem["conv2"] = BasicConv(w(64), w(64), 1, **bn)      # the paper's "3x3 reduce"
+            stem["conv3"] = BasicConv(w(64), w(192), 3, **bn)
+            if paper:
+                stem["lrn2"] = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+            stem["maxpool2"] = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.stem = nn.Sequential(stem)
+        self.stages = nn.Sequential()
+        self.aux = nn.ModuleDict()
+        in_channels = w(192)
+        for name, row in GOOGLENET_TABLE:
+            if row is None:  # 3x3/2 max-pool; torchvision's last one is 2x2/2
+                pool = nn.MaxPool2d(2, 2, ceil_mode=True) if name == "maxpool4" and not paper else \
+                    nn.MaxPool2d(3, 2, ceil_mode=True)
+                self.stages.add_module(name, pool)
+                continue
+            module = InceptionModule(in_channels, *map(w, row), five_kernel=5 if paper else 3, **bn)
+            self.stages.add_module(name, module)
+            in_channels = module.out_channels           # 256, 480, 512, 512, 512, 528, 832, 832, 1024
+            if aux_logits and name in AUX_AFTER:
+                self.aux[name] = InceptionAux(in_channels, num_classes, **bn)
+        self.head = nn.Sequential(OrderedDict(
+            pool=nn.AdaptiveAvgPool2d(1),            # (B, 1024, h, w) -> (B, 1024, 1, 1)
+            flatten=nn.Flatten(),                    # -> (B, 1024)
+            dropout=nn.Dropout(dropout if dropout is not None else (0.4 if paper else 0.2)),
+            fc=nn.Linear(in_channels, num_classes),
+        ))
+
 
 
 def _googlenet_key(key: str) -> str:
@@ -397,7 +418,7 @@ INCEPTION_V3_STAGES = [
 ]
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(_WithAuxClassifiers):
     """Inception v3 (arXiv:1512.00567, Table 1), torchvision's network layer for layer.
 
     Args:
@@ -410,6 +431,7 @@ class InceptionV3(nn.Module):
         super().__init__()
         check_positive(num_classes=num_classes)
         self.aux_logits = aux_logits
+        self.aux_weight = 0.4  # torchvision's reference training script
         self.stem = nn.Sequential(OrderedDict(          # 299x299x3 -> 35x35x192
             conv1a=BasicConv(3, 32, 3, stride=2, padding=0),   # -> 149x149x32
             conv2a=BasicConv(32, 32, 3, padding=0),            # -> 147x147x32
@@ -433,21 +455,6 @@ class InceptionV3(nn.Module):
             fc=nn.Linear(in_channels, num_classes),
         ))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 299, 299) -> (B, 2048, 8, 8)."""
-        return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
-        check_images(x, self)
-        x = self.stem(x)
-        aux = []
-        for name, layer in self.stages.named_children():
-            x = layer(x)
-            if self.training and name in self.aux:
-                aux.append(self.aux[name](x))
-        logits = self.head(x)
-        # torchvision weights its auxiliary loss 0.4 in its reference training script
-        return AuxOutputs(logits, tuple(aux), 0.4) if aux else logits
 
 
 _V3_STEM = {"Conv2d_1a_3x3": "conv1a", "Conv2d_2a_3x3": "conv2a", "Conv2d_2b_3x3": "conv2b",
@@ -566,9 +573,10 @@ def googlenet(num_classes: int = 1000, aux_logits: bool = False, variant: str = 
 
 
 @register_model
-def googlenet_cifar(num_classes: int = 10, aux_logits: bool = False) -> GoogLeNet:
-    """GoogLeNet for 32x32 images: a 3x3 stem without down-sampling (6.2 M parameters)."""
-    return GoogLeNet(num_classes, aux_logits, cifar_stem=True)
+def googlenet_cifar(num_classes: int = 10, aux_logits: bool = False, width: float = 1.0) -> GoogLeNet:
+    """GoogLeNet for 32x32 images: a 3x3 stem without down-sampling; ``width`` scales
+    every channel count (``width=0.25`` trains on a CPU)."""
+    return GoogLeNet(num_classes, aux_logits, cifar_stem=True, width=width)
 
 
 @register_model

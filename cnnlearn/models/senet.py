@@ -13,7 +13,9 @@ BatchNorm and before the addition (Fig. 3): :mod:`~cnnlearn.models.resnet`'s blo
 it as their ``attn_layer``, so an SE-ResNet is a ResNet with one more argument. Sec. 6.5
 (Fig. 5, Table 14) compares that "standard" place with three others, which
 :class:`SEPlacedBlock` builds: ``"pre"`` (before the branch), ``"post"`` (after the
-addition) and ``"identity"`` (on the shortcut).
+addition) and ``"identity"`` (on the shortcut). Secs. 6.2 and 6.3 (Tables 11 and 12)
+change what the unit computes: :class:`MaxSqueezeExcite` squeezes by global max pooling
+instead of the average, and ``gate_layer`` replaces the sigmoid (with ReLU or tanh).
 
 ``seresnet50`` equals timm's ``seresnet50`` tensor for tensor; :func:`load_timm_seresnet`
 copies its weights by an explicit name mapping.
@@ -33,7 +35,7 @@ from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .weights import copy_weights, rename
 
 __all__ = [
-    "SE_PLACEMENTS", "SEPlacedBlock", "se_resnet",
+    "SE_PLACEMENTS", "SEPlacedBlock", "MaxSqueezeExcite", "se_resnet",
     "seresnet50", "seresnet20", "seresnet56", "load_timm_seresnet",
 ]
 
@@ -46,11 +48,15 @@ def _check_placement(placement: str) -> None:
         raise ValueError(f"placement must be one of {SE_PLACEMENTS} (Hu et al., Fig. 5), got {placement!r}")
 
 
-def _check_se_arguments(reduction: int, placement: str) -> None:
+def _check_se_arguments(reduction: int, placement: str, se_class: type, gate_layer: Callable) -> None:
     _check_placement(placement)
     if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
         raise ValueError(f"reduction must be a positive int (the ratio r of Hu et al., Sec. 3.2; "
                          f"16 in SE-ResNet), got {reduction!r}")
+    if not (isinstance(se_class, type) and issubclass(se_class, SqueezeExcite)):
+        raise ValueError(f"se_class must be SqueezeExcite or a subclass such as MaxSqueezeExcite, got {se_class!r}")
+    if not callable(gate_layer):
+        raise ValueError(f"gate_layer must be a module class such as nn.Sigmoid, got {gate_layer!r}")
 
 
 def _branch(block: BasicBlock | Bottleneck, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +129,21 @@ class SEPlacedBlock(nn.Module):
         return f"placement={self.placement!r}"
 
 
+class MaxSqueezeExcite(SqueezeExcite):
+    """A squeeze-and-excitation unit that squeezes each channel by global *max* pooling
+    instead of the average: the squeeze ablation of Hu et al. (Sec. 6.2, Table 11).
+
+    The same layers, parameters and arguments as :class:`~cnnlearn.models.layers.SqueezeExcite`
+    (build it with ``MaxSqueezeExcite.from_reduction(channels, reduction)``); only the
+    summary of each map differs: its largest value, not its mean.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.amax((2, 3), keepdim=True)                   # squeeze: (B, C, H, W) -> (B, C, 1, 1), the maxima
+        scale = self.gate(self.fc2(self.act(self.fc1(scale))))  # excitation: (B, C, 1, 1)
+        return x * scale                                       # scale: broadcast over H and W
+
+
 def _init_like_resnet(module: nn.Module) -> None:
     # The rule ResNet applies to every convolution, the standard SE units' included
     # (He initialisation, fan_out), so that the placements start alike.
@@ -132,7 +153,9 @@ def _init_like_resnet(module: nn.Module) -> None:
 
 
 def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16,
-              placement: str = "standard", divisor: int = 1) -> ResNet:
+              placement: str = "standard", divisor: int = 1,
+              se_class: type[SqueezeExcite] = SqueezeExcite,
+              gate_layer: Callable[..., nn.Module] = nn.Sigmoid) -> ResNet:
     """A ResNet with a squeeze-and-excitation unit in every block.
 
     Args:
@@ -145,19 +168,24 @@ def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16
         divisor: round the bottleneck width with :func:`~cnnlearn.models.layers.make_divisible`
             to a multiple of this; 1 (no rounding) is the paper's ``C / r``. timm's
             ``seresnet18/34`` use 8, which turns 64 // 16 = 4 into 8 in their first stage.
+        se_class: the unit: :class:`~cnnlearn.models.layers.SqueezeExcite` (average
+            pooling, Sec. 3.1) or :class:`MaxSqueezeExcite` (max pooling; Table 11).
+        gate_layer: the excitation's last function, ``nn.Sigmoid`` in SE-ResNet; Table 12
+            tries ``nn.ReLU`` and ``nn.Tanh``, whose "gates" leave [0, 1].
 
     Returns:
         For ``"standard"`` a :class:`ResNet` whose blocks hold the unit as ``attn``; for
         the others a :class:`ResNet` whose blocks are :class:`SEPlacedBlock` s.
 
     Raises:
-        ValueError: bad ``placement`` or ``reduction`` (e.g. larger than a block's channels).
+        ValueError: bad ``placement``, ``reduction`` (e.g. larger than a block's channels),
+            ``se_class`` or ``gate_layer``.
     """
-    _check_se_arguments(reduction, placement)
+    _check_se_arguments(reduction, placement, se_class, gate_layer)
     if config.attn_layer is not None:
         raise ValueError("config already has an attn_layer: pass the plain network's config")
-    se_layer = partial(SqueezeExcite.from_reduction, reduction=reduction,  # ReLU, sigmoid (Sec. 3.2)
-                       divisor=divisor)
+    se_layer = partial(se_class.from_reduction, reduction=reduction,  # ReLU, then the gate (Sec. 3.2)
+                       divisor=divisor, gate_layer=gate_layer)
     if placement == "standard":
         # resnet.py's own hook: the blocks apply attn_layer(out_channels) before the addition.
         return ResNet(dataclasses.replace(config, attn_layer=se_layer), num_classes)
@@ -174,11 +202,13 @@ def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16
 
 @register_model
 def seresnet50(num_classes: int = 1000, reduction: int = 16, placement: str = "standard",
-               zero_init_residual: bool = False) -> ResNet:
+               zero_init_residual: bool = False, se_class: type[SqueezeExcite] = SqueezeExcite,
+               gate_layer: Callable[..., nn.Module] = nn.Sigmoid) -> ResNet:
     """SE-ResNet-50: ResNet-50 (stride on the 3x3) with SE units, r = 16; 28,088,024
-    parameters, as timm's ``seresnet50`` (Hu et al.: ~2.5M, about 10%, more than ResNet-50)."""
+    parameters, as timm's ``seresnet50`` (Hu et al.: ~2.5M, about 10%, more than ResNet-50).
+    The other arguments are :func:`se_resnet`'s."""
     config = ResNetConfig(Bottleneck, (3, 4, 6, 3), zero_init_residual=zero_init_residual)
-    return se_resnet(config, num_classes, reduction, placement)
+    return se_resnet(config, num_classes, reduction, placement, se_class=se_class, gate_layer=gate_layer)
 
 
 # CIFAR networks: ResNet-20/56 of He et al. 2015, Sec. 4.2 (widths 16, 32, 64, option A
@@ -187,24 +217,31 @@ def seresnet50(num_classes: int = 1000, reduction: int = 16, placement: str = "s
 
 
 def _cifar_seresnet(n: int, num_classes: int, reduction: int, placement: str, shortcut: str,
-                    zero_init_residual: bool) -> ResNet:
+                    zero_init_residual: bool, se_class: type[SqueezeExcite],
+                    gate_layer: Callable[..., nn.Module]) -> ResNet:
     config = ResNetConfig(BasicBlock, (n, n, n), widths=(16, 32, 64), stem="cifar", stem_width=16,
                           shortcut=shortcut, zero_init_residual=zero_init_residual)
-    return se_resnet(config, num_classes, reduction, placement)
+    return se_resnet(config, num_classes, reduction, placement, se_class=se_class, gate_layer=gate_layer)
 
 
 @register_model
 def seresnet20(num_classes: int = 10, reduction: int = 16, placement: str = "standard",
-               shortcut: str = "A", zero_init_residual: bool = False) -> ResNet:
-    """SE-ResNet-20 for CIFAR: ``resnet20`` with an SE unit in each of its 9 blocks."""
-    return _cifar_seresnet(3, num_classes, reduction, placement, shortcut, zero_init_residual)
+               shortcut: str = "A", zero_init_residual: bool = False,
+               se_class: type[SqueezeExcite] = SqueezeExcite,
+               gate_layer: Callable[..., nn.Module] = nn.Sigmoid) -> ResNet:
+    """SE-ResNet-20 for CIFAR: ``resnet20`` with an SE unit in each of its 9 blocks.
+    The arguments after ``num_classes`` are :func:`se_resnet`'s and ``resnet20``'s."""
+    return _cifar_seresnet(3, num_classes, reduction, placement, shortcut, zero_init_residual, se_class, gate_layer)
 
 
 @register_model
 def seresnet56(num_classes: int = 10, reduction: int = 16, placement: str = "standard",
-               shortcut: str = "A", zero_init_residual: bool = False) -> ResNet:
-    """SE-ResNet-56 for CIFAR: ``resnet56`` with an SE unit in each of its 27 blocks."""
-    return _cifar_seresnet(9, num_classes, reduction, placement, shortcut, zero_init_residual)
+               shortcut: str = "A", zero_init_residual: bool = False,
+               se_class: type[SqueezeExcite] = SqueezeExcite,
+               gate_layer: Callable[..., nn.Module] = nn.Sigmoid) -> ResNet:
+    """SE-ResNet-56 for CIFAR: ``resnet56`` with an SE unit in each of its 27 blocks.
+    The arguments after ``num_classes`` are :func:`se_resnet`'s and ``resnet56``'s."""
+    return _cifar_seresnet(9, num_classes, reduction, placement, shortcut, zero_init_residual, se_class, gate_layer)
 
 
 # --------------------------------------------------------------------------- weight copying
