@@ -396,6 +396,119 @@ def _ch02_option_a_cost(answer):
     return True, "0 against 10,624: option A is free in parameters and MACs; its price is what it throws away."
 
 
+# --------------------------------------------------------------------------- chapter 4
+
+
+@exercise("ch04.module_width",
+          "An Inception module on 256 input channels must output 704 channels: a quarter from the 1x1 branch, "
+          "half from the 3x3 branch, an eighth each from the 5x5 and the pool branch, and each 1x1 reduction "
+          "half as wide as the convolution it feeds. Give its six arguments in Table 1's order (#1x1, "
+          "#3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).",
+          reference=(176, 176, 352, 44, 88, 88))
+def _ch04_module_width(answer):
+    from .models.inception import InceptionModule
+
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 6
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in answer)):
+        return False, ("answer with six positive ints in Table 1's order: "
+                       "(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj).")
+    ch1, r3, ch3, r5, ch5, proj = answer
+    width = InceptionModule(256, *answer).out_channels
+    if width != 704:
+        hint = (" The reductions are not part of the output: only #1x1 + #3x3 + #5x5 + pool proj are concatenated."
+                if ch1 + r3 + ch3 + r5 + ch5 + proj == 704 else "")
+        return False, f"InceptionModule(256, *answer) outputs {width} channels, not 704.{hint}"
+    if (ch1, ch3, ch5, proj) == (176, 88, 352, 88):
+        return False, ("Table 1's order is #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj: "
+                       "the 3x3 branch comes before the 5x5.")
+    if (ch1, ch3, ch5, proj) != (176, 352, 88, 88):
+        return False, ("the output width is right but the shares are not: 1/4, 1/2, 1/8 and 1/8 of 704 "
+                       "for the four branches.")
+    if (r3, r5) != (176, 44):
+        return False, ("each reduction is half as wide as the convolution it feeds: "
+                       "#3x3 reduce = #3x3 / 2, #5x5 reduce = #5x5 / 2.")
+    return True, "the four branches concatenate to 704 channels, the 3x3 branch carrying half of them."
+
+
+@exercise("ch04.reduction_saving",
+          "A 5x5 convolution (stride 1, 'same' padding, no bias) maps 192 channels to 48 on a 28x28 map. "
+          "Put a 1x1 convolution to 24 channels before it. How many MACs per image does the reduction save?",
+          reference=154_441_728)
+def _ch04_reduction_saving(answer):
+    positions = 28 * 28
+    direct = 25 * 192 * 48 * positions
+    reduced = (192 * 24 + 25 * 24 * 48) * positions
+    return _number(answer, direct - reduced, {
+        direct: "that is the cost of the direct 5x5 convolution; subtract what the reduced pair costs.",
+        reduced: "that is what the reduced pair costs; the question asks for the difference.",
+        direct - 25 * 24 * 48 * positions: "the 1x1 convolution costs MACs too: 192 * 24 per position.",
+        2 * (direct - reduced): "that is FLOPs (2 per MAC); the question asks for MACs.",
+        25 * 192 * 48 - (192 * 24 + 25 * 24 * 48): "those are weights; each is used once per output position "
+                                                   "(28x28 of them).",
+        direct // reduced: "that is the ratio of the two costs; the question asks for the MACs saved.",
+    })
+
+
+def _ch04_reference_factorized(cin: int, cout: int, n: int, seed: int) -> nn.Module:
+    from .models.inception import BasicConv
+
+    torch.manual_seed(seed)
+    ref = nn.Sequential(BasicConv(cin, cout, (1, n)), BasicConv(cout, cout, (n, 1))).eval()
+    return randomize_batchnorm(ref, seed, spread=0.2)
+
+
+@exercise("ch04.asymmetric_conv",
+          "Write an nn.Module class Factorized(in_channels, out_channels, n): a 1 x n convolution (in -> out), "
+          "BatchNorm (eps=0.001), ReLU, then an n x 1 convolution (out -> out), BatchNorm (eps=0.001), ReLU; "
+          "no biases, padding that keeps the height and width.")
+def _ch04_asymmetric_conv(cls):
+    if problem := _not_a_module_class(cls):
+        return False, problem
+    for cin, cout, n, size in ((8, 12, 3, 9), (6, 10, 7, 17)):
+        ours = cls(cin, cout, n).eval()
+        convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+        bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+        if len(convs) != 2:
+            return False, (f"Factorized({cin}, {cout}, {n}) has {len(convs)} nn.Conv2d layers; "
+                           "the factorisation has two.")
+        first, second = convs
+        if first.kernel_size == (n, n) or second.kernel_size == (n, n):
+            return False, f"a kernel of {n}x{n} is the convolution being factorised: use (1, {n}) and ({n}, 1)."
+        if (first.kernel_size, second.kernel_size) == ((n, 1), (1, n)):
+            return False, f"the order is 1 x n first, then n x 1 (kernel_size=(1, {n}), then ({n}, 1))."
+        if (first.kernel_size, second.kernel_size) != ((1, n), (n, 1)):
+            return False, (f"the kernels are (1, {n}) then ({n}, 1); "
+                           f"yours are {first.kernel_size} and {second.kernel_size}.")
+        if (first.in_channels, first.out_channels, second.in_channels, second.out_channels) != (cin, cout, cout, cout):
+            return False, f"the first convolution maps {cin} -> {cout} channels, the second {cout} -> {cout}."
+        if first.bias is not None or second.bias is not None:
+            return False, "no biases (bias=False): the BatchNorm after each convolution has its own shift."
+        if len(bns) != 2:
+            return False, f"put a BatchNorm after each convolution (found {len(bns)} nn.BatchNorm2d)."
+        if any(b.eps != 1e-3 for b in bns):
+            return False, "Inception v3's BatchNorms use eps=0.001 (nn.BatchNorm2d(channels, eps=0.001))."
+        ref = _ch04_reference_factorized(cin, cout, n, seed=cin + n)
+        with torch.no_grad():
+            for mine, theirs in zip(convs + bns, (ref[0].conv, ref[1].conv, ref[0].bn, ref[1].bn)):
+                mine.load_state_dict(theirs.state_dict())
+            x = torch.randn(2, cin, size, size + 2, generator=torch.Generator().manual_seed(1))
+            out, expected = ours(x), ref(x)
+        if tuple(out.shape) != tuple(expected.shape):
+            return False, (f"the output has shape {tuple(out.shape)}, expected {tuple(expected.shape)}: a (1, {n}) "
+                           f"kernel needs padding (0, {n // 2}), a ({n}, 1) kernel padding ({n // 2}, 0).")
+        if not torch.allclose(out, expected, atol=1e-5):
+            no_mid = ref[1].bn(ref[1].conv(ref[0].bn(ref[0].conv(x))))
+            if torch.allclose(out, no_mid.relu(), atol=1e-5):
+                return False, "put a ReLU after the first BatchNorm too: two nonlinearities, one per convolution."
+            if torch.allclose(out, ref[1].bn(ref[1].conv(ref[0](x))), atol=1e-5):
+                return False, "put a ReLU after the second BatchNorm too."
+            return False, ("the output differs from the reference's with the same weights: "
+                           "relu(bn(conv 1xn)), then relu(bn(conv nx1)).")
+    weights = sum(m.weight.numel() for m in cls(8, 8, 3).modules() if isinstance(m, nn.Conv2d))
+    return True, (f"your block computes the factorised pair; from 8 to 8 channels with n = 3 its convolutions "
+                  f"have {weights} weights, where one 3x3 convolution would have {9 * 8 * 8}.")
+
+
 # --------------------------------------------------------------------------- chapter 6
 
 

@@ -539,6 +539,78 @@ EXERCISES.update({
 })
 
 
+# --------------------------------------------------------------------------- chapter 4
+
+
+class FactorizedOK(nn.Module):
+    def __init__(self, in_channels, out_channels, n, kernels=None, padding=True, bias=False, eps=1e-3, mid_relu=True):
+        super().__init__()
+        k1, k2 = kernels or ((1, n), (n, 1))
+        pad = (lambda k: (k[0] // 2, k[1] // 2)) if padding else (lambda k: 0)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, k1, padding=pad(k1), bias=bias)
+        self.bn1 = nn.BatchNorm2d(out_channels, eps=eps)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, k2, padding=pad(k2), bias=bias)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=eps)
+        self.mid_relu = mid_relu
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x))
+        x = torch.relu(x) if self.mid_relu else x
+        return torch.relu(self.bn2(self.conv2(x)))
+
+
+class FactorizedSwapped(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, kernels=((n, 1), (1, n)))
+
+
+class FactorizedSquare(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, kernels=((n, n), (1, 1)))
+
+
+class FactorizedNoPadding(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, padding=False)
+
+
+class FactorizedBias(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, bias=True)
+
+
+class FactorizedDefaultEps(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, eps=1e-5)
+
+
+class FactorizedNoMidReLU(FactorizedOK):
+    def __init__(self, in_channels, out_channels, n):
+        super().__init__(in_channels, out_channels, n, mid_relu=False)
+
+
+EXERCISES.update({
+    "ch04.module_width": ((176, 176, 352, 44, 88, 88), [
+        ((176, 176, 352, 44, 88, 44), "outputs 660"),
+        ((176, 176, 88, 44, 352, 88), "3x3 branch comes before"),
+        ((176, 176, 352, 88, 88, 88), "half as wide"),
+        ((160, 160, 352, 44, 104, 88), "shares are not"),
+        ((176, 176, 352, 44, 88), "six positive ints"),
+        ((128, 128, 256, 32, 64, 96), "not part of the output"),
+    ]),
+    "ch04.reduction_saving": (154_441_728, [
+        (180_633_600, "direct 5x5"), (26_191_872, "reduced pair costs"), (158_054_400, "costs MACs too"),
+        (308_883_456, "FLOPs"), (196_992, "those are weights"), (6, "ratio"), (200_000_000, "too large"),
+        ("154441728", "give a number"),
+    ]),
+    "ch04.asymmetric_conv": (FactorizedOK, [
+        (FactorizedSwapped, "1 x n first"), (FactorizedSquare, "is the convolution being factorised"),
+        (FactorizedNoPadding, "padding"), (FactorizedBias, "no biases"), (FactorizedDefaultEps, "eps=0.001"),
+        (FactorizedNoMidReLU, "after the first BatchNorm"), (FactorizedOK(4, 4, 3), "the class itself"),
+    ]),
+})
+
+
 def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
     assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))).passed is True
     assert "a tie" in capsys.readouterr().out
