@@ -132,3 +132,14 @@ def test_cifar_googlenet_keeps_32x32_through_the_first_modules():
     model = create_model("googlenet_cifar")
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 1024, 8, 8)
+
+
+def test_auxiliary_classifiers_shrink_with_width():
+    # At full size the two heads (conv 128, FC 1024) would outweigh a quarter-width network ten to one.
+    narrow = create_model("googlenet_cifar", width=0.25, aux_logits=True)
+    head = narrow.aux[next(iter(narrow.aux))]
+    assert head.conv.conv.out_channels == 32 and head.fc1.out_features == 256
+    with torch.device("meta"):
+        full = create_model("googlenet_cifar", width=1.0, aux_logits=True)
+    # Channels and hidden units both shrink by 4, so the heads' weights shrink about 16-fold.
+    assert sum(p.numel() for p in narrow.aux.parameters()) < sum(p.numel() for p in full.aux.parameters()) / 12

@@ -138,18 +138,21 @@ class InceptionModule(nn.Module):
 
 class InceptionAux(nn.Module):
     """GoogLeNet's auxiliary classifier: 5x5/3 average pool (4x4 output at 14x14) -> 1x1
-    conv 128 -> FC 1024 -> ReLU -> dropout 0.7 -> FC (the paper's Sec. 5)."""
+    conv 128 -> FC 1024 -> ReLU -> dropout 0.7 -> FC (the paper's Sec. 5). ``channels`` and
+    ``hidden`` (128 and 1024 in the paper) shrink with a narrow network's ``width``: at
+    full size this head would hold ten times the parameters of a quarter-width GoogLeNet."""
 
-    def __init__(self, in_channels: int, num_classes: int, batch_norm: bool = True, dropout: float = 0.7) -> None:
+    def __init__(self, in_channels: int, num_classes: int, batch_norm: bool = True, dropout: float = 0.7,
+                 channels: int = 128, hidden: int = 1024) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(4)  # the paper's 5x5/3 on a 14x14 map gives 4x4; any size here
-        self.conv = BasicConv(in_channels, 128, 1, batch_norm=batch_norm)
-        self.fc1 = nn.Linear(128 * 4 * 4, 1024)
+        self.conv = BasicConv(in_channels, channels, 1, batch_norm=batch_norm)
+        self.fc1 = nn.Linear(channels * 4 * 4, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self.pool(x)).flatten(1)               # (B, C, h, w) -> (B, 128*4*4)
+        x = self.conv(self.pool(x)).flatten(1)               # (B, C, h, w) -> (B, channels*4*4)
         return self.fc2(self.dropout(F.relu(self.fc1(x))))   # -> (B, classes)
 
 
@@ -190,8 +193,8 @@ class GoogLeNet(_WithAuxClassifiers):
         cifar_stem: for 32x32 images: one 3x3 convolution to 192 channels and no
             down-sampling in the stem, so the Inception modules see 32x32, 16x16 and 8x8 maps.
         dropout: before the classifier (torchvision 0.2, the paper 0.4).
-        width: multiplies every channel count of the stem and of Table 1 (rounded, at
-            least 1), so a CIFAR GoogLeNet can be made small enough to train on a CPU.
+        width: multiplies every channel count of the stem, of Table 1 and of the auxiliary
+            classifiers (rounded, at least 1), so a CIFAR GoogLeNet can be made small enough to train on a CPU.
     """
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, variant: str = "torchvision",
@@ -235,7 +238,8 @@ class GoogLeNet(_WithAuxClassifiers):
             self.stages.add_module(name, module)
             in_channels = module.out_channels           # 256, 480, 512, 512, 512, 528, 832, 832, 1024
             if aux_logits and name in AUX_AFTER:
-                self.aux[name] = InceptionAux(in_channels, num_classes, **bn)
+                self.aux[name] = InceptionAux(in_channels, num_classes, **bn,
+                                              channels=w(128), hidden=w(1024))
         self.head = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1),            # (B, 1024, h, w) -> (B, 1024, 1, 1)
             flatten=nn.Flatten(),                    # -> (B, 1024)
