@@ -294,25 +294,35 @@ def evaluate(
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def ten_crops(x: torch.Tensor, pad: int) -> list[torch.Tensor]:
+def ten_crops(x: torch.Tensor, pad: int, fill: float | torch.Tensor = 0.0) -> list[torch.Tensor]:
     """The ten views of 10-crop testing: the four corner crops and the centre crop of each
     image, and their left-right mirrors (Krizhevsky et al., 2012; Szegedy et al., 2015).
 
-    On CIFAR-sized images the crops come from the image zero-padded by ``pad`` pixels on
-    each side, as the random-crop augmentation of training does, so every crop has the
-    image's own size and the centre crop is the image itself.
+    On CIFAR-sized images the crops come from the image padded by ``pad`` pixels on each
+    side, as the random-crop augmentation of training does, so every crop has the image's
+    own size and the centre crop is the image itself.
 
     Args:
         x: a batch ``(B, C, H, W)``.
         pad: the padding in pixels (> 0: with 0 all five crops would be the same).
+        fill: the value of the padding, a number or one value per channel (a tensor of
+            ``C`` values). Training pads the raw uint8 images with black (0) and then
+            normalises them; on normalised images the same black is ``(0 - mean) / std``
+            per channel (``loader.normalize`` of a black pixel), which
+            :func:`evaluate_ten_crop` passes. ``0`` on normalised images would pad with the
+            mean colour, a border the network never saw in training.
 
     Returns:
         Ten tensors of ``x``'s shape: centre, four corners, then the same five mirrored.
     """
     if V.integer("pad", pad) < 1:
         raise ValueError(f"pad must be >= 1 pixel (the corners are 2 * pad apart), got {pad}")
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad))                   # (B, C, H + 2p, W + 2p)
+    b, c, h, w = x.shape
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    if fill.numel() not in (1, c):
+        raise ValueError(f"fill must be one number or one per channel ({c}), got {fill.numel()} values")
+    padded = fill.reshape(1, -1, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()   # (B, C, H + 2p, W + 2p)
+    padded[..., pad:pad + h, pad:pad + w] = x
     offsets = [(pad, pad), (0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
     crops = [padded[..., dy:dy + h, dx:dx + w] for dy, dx in offsets]
     return crops + [c.flip(-1) for c in crops]
@@ -333,7 +343,9 @@ def evaluate_ten_crop(
         loader: batches ``(x, y)`` (the test loader: no augmentation of its own).
         pad: crop offsets come from the image padded by this many pixels; default the
             loader's ``pad``, the padding its training augmentation uses (4 on CIFAR).
-        precision: autocast as in :class:`TrainConfig` (default float32).
+            The padding is black, as in training (see :func:`ten_crops`'s ``fill``).
+        precision: autocast as in :class:`TrainConfig` (default float32; pass the
+            training config's ``precision`` to compare with the accuracy ``fit`` reports).
         channels_last: NHWC inputs; ``None`` matches the model's memory format.
 
     Returns:
@@ -348,12 +360,14 @@ def evaluate_ten_crop(
     dtype = resolve_precision(precision, device)
     if channels_last is None:
         channels_last = _model_is_channels_last(model)
+    black = loader.normalize(torch.zeros((1, loader.images.shape[1], 1, 1), dtype=torch.uint8,
+                                         device=device)).flatten()     # training's zero padding, normalised
     nll, correct, seen = 0.0, 0, 0
     try:
         for x, y in loader:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 probs = sum(model(_prepare_input(c, channels_last)).float().softmax(1)
-                            for c in ten_crops(x, pad)) / 10
+                            for c in ten_crops(x, pad, fill=black)) / 10
             nll += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
             correct += (probs.argmax(1) == y).sum().item()
             seen += len(y)

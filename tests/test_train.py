@@ -470,6 +470,34 @@ def test_ten_crops_are_the_centre_corners_and_their_mirrors():
         ten_crops(x, pad=0)
 
 
+def test_ten_crops_pad_with_the_colour_training_pads_with():
+    # Training pads the raw uint8 images with black, then normalises; 10-crop testing works on
+    # normalised images and must pad with black in normalised units, so that each of its crops
+    # is exactly the training augmentation's crop at the same offset (here: offsets drawn with
+    # the augmentation's own generator, and every image whose offset is a centre or a corner).
+    from cnnlearn.data import augment_batch
+    from cnnlearn.train import ten_crops
+
+    data = brightness_data(n_train=8, n_test=120)
+    loader, pad = data.test, 1
+    raw = loader.images                                              # (B, 3, 8, 8) uint8
+    trained_view = loader.normalize(augment_batch(raw, pad, False, torch.Generator().manual_seed(0)))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, len(raw)), generator=torch.Generator().manual_seed(0))
+    black = loader.normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8)).flatten()
+    crops = ten_crops(loader.normalize(raw), pad, fill=black)
+    offsets = [(pad, pad), (0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
+    for k, (oy, ox) in enumerate(offsets):
+        at = (dy == oy) & (dx == ox)
+        assert at.any()                                              # every offset occurs among 120 draws
+        torch.testing.assert_close(crops[k][at], trained_view[at], rtol=0, atol=1e-6)
+    # With the old zero fill the border is the mean colour, which training never shows.
+    zero_fill = ten_crops(loader.normalize(raw), pad)[1]
+    at = (dy == 0) & (dx == 0)
+    assert not torch.allclose(zero_fill[at], trained_view[at])
+    with pytest.raises(ValueError, match="one per channel"):
+        ten_crops(loader.normalize(raw), pad, fill=torch.zeros(2))
+
+
 def test_evaluate_ten_crop_averages_the_probabilities_of_ten_views():
     from cnnlearn.train import evaluate_ten_crop, ten_crops
 
@@ -479,7 +507,8 @@ def test_evaluate_ten_crop_averages_the_probabilities_of_ten_views():
     # the same by hand: mean softmax over the ten views, then the NLL of that mean
     xs, y = (torch.cat(t) for t in zip(*data.test))                  # the normalised test images
     with torch.no_grad():
-        probs = sum(model(c).softmax(1) for c in ten_crops(xs, data.test.pad)) / 10
+        black = data.test.normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8)).flatten()
+        probs = sum(model(c).softmax(1) for c in ten_crops(xs, data.test.pad, fill=black)) / 10
     assert acc == pytest.approx((probs.argmax(1) == y).float().mean().item())
     assert loss == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-5)
     assert 0.0 <= acc <= 1.0 and loss > 0
@@ -489,11 +518,12 @@ def test_evaluate_ten_crop_averages_the_probabilities_of_ten_views():
 
 
 def test_ten_crop_testing_helps_a_trained_network_or_ties():
-    # Train the tiny network on brightness; 10-crop must classify at least about as well as one view.
+    # Train the tiny network on brightness, with the random crops (black borders) that 10-crop
+    # testing imitates; 10-crop must classify at least about as well as one view.
     from cnnlearn.train import evaluate_ten_crop
 
     torch.manual_seed(0)
-    data = brightness_data(n_train=256, n_test=128)
+    data = brightness_data(n_train=256, n_test=128, augment=True)
     model = tiny_net()
     fit(model, data, TrainConfig(epochs=4, lr=0.05, precision="fp32", channels_last=False), progress=False)
     _, one = evaluate(model, data.test)
