@@ -238,7 +238,8 @@ def _ch01_gap_head(cls):
     head = cls(64, 10).eval()
     n = sum(p.numel() for p in head.parameters())
     if n != 64 * 10 + 10:
-        return False, f"it has {n:,} parameters; pooling has none, so only a Linear(64, 10): 650."
+        return False, (f"it has {n:,} parameters, not what one layer from the 64 pooled channels to "
+                       "the 10 classes needs (pooling has none).")
     torch.manual_seed(0)
     for h, w in ((8, 8), (5, 3), (1, 1)):
         x = torch.randn(2, 64, h, w)

@@ -206,7 +206,7 @@ def show_feature_maps(
             ax.axis("off")
             if j < min(n, fmap.shape[0]):
                 ax.imshow(fmap[j].numpy(), cmap="viridis")
-                ax.set_title(f"ch {j}", fontsize=7)
+                ax.set_title(f"map {j}", fontsize=7)
         axes[li * rows_per, 0].text(-0.15, 0.5, f"{name}\n{tuple(fmap.shape)}", transform=axes[li * rows_per, 0].transAxes,
                                     ha="right", va="center", fontsize=8)
     fig.suptitle("Feature maps (first channels of each layer's output)")

@@ -118,6 +118,7 @@ def test_show_feature_maps_and_filters(alexnet_cifar):
     fig = show_feature_maps(alexnet_cifar, torch.randn(3, 32, 32), ["stem", "stages.stage1"], n=6, ncols=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 2 * 3
     assert sum(len(ax.images) for ax in fig.axes) == 12
+    assert fig.axes[1].get_title() == "map 1"  # the same word as the chapters' own feature-map figures
     fig = show_filters(alexnet_cifar.stem[0].weight, n=10, ncols=5)  # RGB filters
     assert isinstance(fig, Figure) and sum(len(ax.images) for ax in fig.axes) == 10
     assert fig.axes[0].images[0].get_array().shape == (5, 5, 3)
