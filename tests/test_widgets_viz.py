@@ -160,6 +160,25 @@ def test_plot_history():
     plt.close("all")
 
 
+def test_plot_history_marks_sparse_test_points():
+    # fit(eval_every=epochs) leaves NaN test values before the last epoch: the lone point must be
+    # visible (a marker) and the legend's test entry must show that marker.
+    h = History()
+    nan = float("nan")
+    for e in range(1, 4):
+        last = e == 3
+        h.append(epoch=e, train_loss=2.0 / e, train_acc=0.3 * e, test_loss=1.0 if last else nan,
+                 test_acc=0.7 if last else nan, lr=0.1, epoch_time=1.0)
+    fig = plot_history({"a": h, "b": h})
+    test_lines = fig.axes[1].lines[1::2]
+    assert all(line.get_marker() == "o" for line in test_lines)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[:3] == ["a", "b", "train"] and labels[3].startswith("test")
+    assert legend.legend_handles[3].get_marker() == "o"
+    plt.close("all")
+
+
 def test_plot_confusion_is_row_normalised():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])
     preds = torch.tensor([0, 0, 0, 1, 1, 2, 2])
