@@ -238,7 +238,8 @@ def _ch01_gap_head(cls):
     head = cls(64, 10).eval()
     n = sum(p.numel() for p in head.parameters())
     if n != 64 * 10 + 10:
-        return False, f"it has {n:,} parameters; pooling has none, so only a Linear(64, 10): 650."
+        return False, (f"it has {n:,} parameters, not what one layer from the 64 pooled channels to "
+                       "the 10 classes needs (pooling has none).")
     torch.manual_seed(0)
     for h, w in ((8, 8), (5, 3), (1, 1)):
         x = torch.randn(2, 64, h, w)
@@ -665,6 +666,72 @@ def _ch06_add_se(cls):
             return False, "the output is the plain block's: self.se is never applied."
     return False, ("the output differs from the SE block's: branch = bn2(conv2(relu(bn1(conv1(x))))), "
                    "then relu(se(branch) + shortcut(x)).")
+
+
+def _percentages(values: Any, name: str) -> list[float] | str:
+    """``values`` as a list of accuracies in percent, or a message saying what is wrong."""
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return f"{name} must be a list of final test accuracies in percent, one per seed."
+    if values and max(values) <= 1:
+        return f"{name} look like fractions: give the accuracies in percent (100 * history.final_test_acc)."
+    if not all(0 <= v <= 100 for v in values):
+        return f"{name} must be accuracies in percent, between 0 and 100."
+    return [float(v) for v in values]
+
+
+@exercise("ch06.gate_variant",
+          "Build SE-ResNet-20 with hard-sigmoid gates, train it with the seeds of section 6.4, and compare "
+          "it seed by seed with the standard SE-ResNet-20: pass (your model function, its accuracies, the "
+          "standard unit's accuracies for the same seeds, the cnnlearn.verdict_paired result).")
+def _ch06_gate_variant(answer):
+    from .models import create_model
+    from .models.layers import SqueezeExcite
+    from .stats import Verdict as StatsVerdict
+    from .stats import verdict_paired
+
+    if not (isinstance(answer, tuple) and len(answer) == 4):
+        return False, "pass a tuple of four: (model function, accuracies, standard accuracies, verdict)."
+    make_model, accuracies, baseline, result = answer
+    if not callable(make_model) or isinstance(make_model, nn.Module):
+        return False, "the first item must be a function that returns a new network, called with no arguments."
+    model = make_model()
+    if not isinstance(model, nn.Module):
+        return False, f"your model function returned {type(model).__name__}, not a network."
+    units = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    if not units:
+        return False, "your network has no SE unit: start from SE-ResNet-20 and change only its gates."
+    gates = {type(u.gate).__name__ for u in units}
+    if gates != {"Hardsigmoid"}:
+        return False, (f"the gates of your SE units are {', '.join(sorted(gates))}; every one must be "
+                       f"nn.Hardsigmoid (look at the gate_layer argument of se_resnet).")
+    reference_model = create_model("seresnet20")
+    if {k: tuple(v.shape) for k, v in model.state_dict().items()} != \
+            {k: tuple(v.shape) for k, v in reference_model.state_dict().items()}:
+        return False, ("your network differs from SE-ResNet-20 in more than its gates (its tensors have other "
+                       "names or shapes): keep r = 16 and the standard placement.")
+    accuracies, baseline = _percentages(accuracies, "your accuracies"), _percentages(baseline, "the standard accuracies")
+    for values in (accuracies, baseline):
+        if isinstance(values, str):
+            return False, values
+    if len(accuracies) < 2:
+        return False, "train at least two seeds: a single seed gives no estimate of the noise."
+    if len(accuracies) != len(baseline):
+        return False, (f"{len(accuracies)} accuracies against {len(baseline)} standard ones: give one per seed "
+                       f"each, in the same order of seeds, so that they pair up.")
+    # The standard unit's list passed twice. (Runs so short that every seed ends at one value,
+    # as at the smoke budget, can tie legitimately: those are let through.)
+    if accuracies == baseline and len(set(baseline)) > 1:
+        return False, "your accuracies are the standard unit's: train the hard-sigmoid network for each seed."
+    if not isinstance(result, StatsVerdict):
+        return False, "the last item must be what cnnlearn.verdict_paired returns (a Verdict)."
+    expected = verdict_paired(accuracies, baseline)
+    same_noise = result.noise is not None and math.isclose(result.noise, expected.noise, rel_tol=1e-6, abs_tol=1e-9)
+    if not (same_noise and math.isclose(abs(result.difference), abs(expected.difference), rel_tol=1e-6, abs_tol=1e-9)):
+        return False, ("your verdict does not compare these accuracies seed by seed: call "
+                       "cnnlearn.verdict_paired(your accuracies, the standard ones), in the same order of seeds.")
+    return True, (f"hard-sigmoid gates against sigmoid gates over {len(accuracies)} paired seeds: {result.text}. "
+                  f"Read it against the question the solution discusses: what would it take to see a difference?")
 
 
 # --------------------------------------------------------------------------- chapter 9

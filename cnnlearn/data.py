@@ -42,7 +42,7 @@ from .budget import get_device
 __all__ = [
     "DATASETS", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "DataNotFoundError", "ImageSet",
     "Data", "DeviceLoader", "load_images", "load_data", "balanced_subset", "sample_images", "cache_dir",
-    "random_crop", "random_flip", "augment_batch",
+    "random_crop", "random_flip", "augment_batch", "augment_with_masks", "MASK_DATASETS",
 ]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -68,7 +68,13 @@ DATASETS = {
                      (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=4, flip=True),
     "fashion_mnist": _Spec(FASHION_MNIST_CLASSES, (1, 28, 28), {"train": 60_000, "test": 10_000},
                            (0.2860,), (0.3530,), pad=2, flip=True),
+    # Segmentation scenes composed from the two (cnnlearn.scenes): labels are masks
+    # (N, 64, 64), 0 = background, 1..10 = garments. Normalised with CIFAR-10's statistics,
+    # the backgrounds'. No crop augmentation (pad 0): flips move the mask with the image.
+    "scenes": _Spec(("background", *FASHION_MNIST_CLASSES), (3, 64, 64), {"train": 10_000, "test": 2_000},
+                    (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=0, flip=True),
 }
+MASK_DATASETS = ("scenes",)  # datasets whose labels are per-pixel masks
 _FORMAT_VERSION = 1
 _DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -263,7 +269,8 @@ def load_images(name: str, split: str = "train") -> ImageSet:
     """Decode one split of a dataset into uint8 tensors on the CPU (cached).
 
     Args:
-        name: ``"cifar10"`` or ``"fashion_mnist"``.
+        name: ``"cifar10"``, ``"fashion_mnist"`` or ``"scenes"`` (whose ``labels`` are
+            uint8 masks ``(N, 64, 64)``; see :mod:`cnnlearn.scenes`).
         split: ``"train"`` or ``"test"``.
 
     Raises:
@@ -274,6 +281,10 @@ def load_images(name: str, split: str = "train") -> ImageSet:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "scenes":  # composed from cifar10 and fashion_mnist, and cached, by cnnlearn.scenes
+        from .scenes import load_scenes
+
+        return load_scenes(split)
     spec = DATASETS[name]
     looked: list[str] = []
     for folder in _candidates(name):
@@ -385,6 +396,33 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
     return padded.reshape(b, c, -1).gather(2, index).reshape(b, c, h, w)
 
 
+def augment_with_masks(x: torch.Tensor, masks: torch.Tensor, pad: int, flip: bool,
+                       generator: torch.Generator, ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment_batch` for images with per-pixel labels: each mask is cropped and
+    flipped exactly as its image, since both go through one gather as one more channel.
+    The padding a crop brings in gets ``ignore_index`` in the mask (no pixel to label).
+    The random draws are those of ``augment_batch(x, ...)``.
+
+    Args:
+        x: ``(B, C, H, W)`` uint8 images.
+        masks: ``(B, H, W)`` uint8 masks.
+        pad, flip, generator: as :func:`augment_batch`.
+        ignore_index: the mask value of padded pixels, 0..255.
+
+    Returns:
+        ``(images, masks)`` of the same shapes.
+    """
+    if x.dtype != torch.uint8 or masks.dtype != torch.uint8 or masks.shape != (x.shape[0], *x.shape[2:]):
+        raise ValueError(f"need uint8 images (B, C, H, W) and uint8 masks (B, H, W), got "
+                         f"{x.dtype} {tuple(x.shape)} and {masks.dtype} {tuple(masks.shape)}")
+    # The crop pads with zeros: store ignore_index - mask (mod 256) so that a padded 0
+    # comes back as ignore_index, and every real label as itself.
+    shifted = (ignore_index - masks.int()).remainder(256).to(torch.uint8)
+    both = augment_batch(torch.cat([x, shifted[:, None]], dim=1), pad, flip, generator)  # (B, C+1, H, W)
+    out_masks = (ignore_index - both[:, -1].int()).remainder(256).to(torch.uint8)
+    return both[:, :-1], out_masks
+
+
 def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Random crops of a whole batch after zero padding by ``pad`` pixels on each side."""
     return augment_batch(x, pad, False, generator) if pad > 0 else x
@@ -444,7 +482,9 @@ class DeviceLoader:
 
     Args:
         images: (N, C, H, W) uint8 tensor on the device.
-        labels: (N,) int64 tensor on the device.
+        labels: (N,) int64 tensor on the device, or per-pixel masks (N, H, W) uint8 (a
+            segmentation set): batches then carry (B, H, W) int64 masks, cropped and
+            flipped with their images (:func:`augment_with_masks`).
         batch_size: images per batch.
         mean: per-channel mean in [0, 1] used for normalisation.
         std: per-channel standard deviation.
@@ -460,7 +500,12 @@ class DeviceLoader:
         flip: bool = True, seed: int = 0, drop_last: bool = False,
     ) -> None:
         images = V.tensor("images", images)
-        labels = V.tensor("labels", labels, ndim=1, integer_dtype=True).long()  # cross-entropy takes int64
+        if isinstance(labels, torch.Tensor) and labels.ndim == 3:  # masks: kept uint8 (8x less memory)
+            if labels.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
+                raise ValueError(f"masks must be (N, H, W) uint8 matching images (N, C, H, W), got "
+                                 f"{labels.dtype} {tuple(labels.shape)} for images {tuple(images.shape)}")
+        else:
+            labels = V.tensor("labels", labels, ndim=1, integer_dtype=True).long()  # cross-entropy takes int64
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be a (N, C, H, W) uint8 tensor, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
@@ -491,6 +536,11 @@ class DeviceLoader:
     def num_samples(self) -> int:
         return len(self.labels)
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the labels are per-pixel masks (N, H, W) rather than classes (N,)."""
+        return self.labels.ndim == 3
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images on the device -> normalised float32."""
         return x.float() * self._scale + self._shift
@@ -507,8 +557,12 @@ class DeviceLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             with _batch_threads(self.device):
-                x, y = self.images[idx], self.labels[idx]  # (B, C, H, W) uint8, (B,)
-                if self.augment:
+                x, y = self.images[idx], self.labels[idx]  # (B, C, H, W) uint8, (B,) or masks (B, H, W)
+                if self.has_masks:
+                    if self.augment:
+                        x, y = augment_with_masks(x, y, self.pad, self.flip, g)
+                    y = y.long()  # (B, H, W) int64, as cross-entropy takes it
+                elif self.augment:
                     x = augment_batch(x, self.pad, self.flip, g)  # crop offsets drawn first, then flips
                 x = self.normalize(x)
             yield x, y
@@ -539,12 +593,13 @@ class Data:
 def load_data(
     name: str = "cifar10", *, device: str | torch.device | None = None, batch_size: int = 256,
     train_per_class: int | None = None, test_per_class: int | None = None,
-    augment: bool = True, seed: int = 0,
+    augment: bool = True, seed: int = 0, train_size: int | None = None, test_size: int | None = None,
 ) -> Data:
     """Load a dataset onto the training device with its loaders.
 
     Args:
-        name: ``"cifar10"`` or ``"fashion_mnist"``.
+        name: ``"cifar10"``, ``"fashion_mnist"`` or ``"scenes"`` (segmentation: the
+            batches' labels are masks ``(B, 64, 64)``, see :mod:`cnnlearn.scenes`).
         device: where the images live and batches are made (default: :func:`get_device`).
         batch_size: training batch size (the test loader uses twice this: no gradients).
         train_per_class: keep this many training images per class (balanced subset), or all.
@@ -553,6 +608,9 @@ def load_data(
         seed: seeds the subset choice, the stored order of each split (a random
             permutation, so that ``data.train.images[:16]`` holds a mix of classes), the
             batch order and the augmentation.
+        train_size: keep only this many training images (the first of the seeded random
+            order; not class-balanced). The way to take a subset of ``"scenes"``.
+        test_size: likewise for the test split.
 
     Returns:
         A :class:`Data` with ``train`` and ``test`` :class:`DeviceLoader` s.
@@ -560,13 +618,17 @@ def load_data(
     if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     V.positive_int("batch_size", batch_size), V.boolean("augment", augment), V.seed("seed", seed)
-    for arg, per_class in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+    for arg, per_class in (("train_per_class", train_per_class), ("test_per_class", test_per_class),
+                           ("train_size", train_size), ("test_size", test_size)):
         V.optional(V.positive_int)(arg, per_class)
+    if name in MASK_DATASETS and (train_per_class is not None or test_per_class is not None):
+        raise ValueError(f"{name} labels pixels, not images, so there are no per-class subsets: "
+                         f"pass train_size/test_size instead of train_per_class/test_per_class")
     spec = DATASETS[name]
     device = get_device(device)
     loaders = []
     sources = []
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+    for split, per_class, size in (("train", train_per_class, train_size), ("test", test_per_class, test_size)):
         ds = load_images(name, split)
         images, labels = ds.images, ds.labels
         idx = torch.arange(len(labels)) if per_class is None else balanced_subset(labels, per_class, seed)
@@ -574,6 +636,8 @@ def load_data(
         # sorted, so images[:16] would be sixteen airplanes: store every split in a seeded
         # random order instead, so that any slice of it is a fair sample.
         idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+        if size is not None:
+            idx = idx[:size]
         images, labels = images[idx], labels[idx]
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -629,6 +693,9 @@ def sample_images(
     else:
         raise V.ArgumentTypeError(f"source must be the Data from load_data(...) or one of its loaders, "
                                   f"got {type(source).__name__}")
+    if loader.has_masks:
+        raise ValueError("sample_images draws class-balanced images, but this dataset's labels are masks: "
+                         "take a slice of data.test.images and data.test.labels instead")
     rows = _choose_per_class(loader.labels, per_class, V.seed("seed", seed))  # (K, per_class)
     idx = rows.T.flatten().to(loader.device)  # interleaved: column j holds the j-th image of every class
     images, labels = loader.images[idx], loader.labels[idx]

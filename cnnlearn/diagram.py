@@ -374,7 +374,7 @@ def _conv_label(m: nn.modules.conv._ConvNd) -> str:
     cin, cout, g = m.in_channels, m.out_channels, m.groups
     depthwise = g > 1 and g == cin and cout % cin == 0
     if depthwise:
-        head, settings = f"depthwise {k}", [str(cin) if cin == cout else f"{cin}→{cout}"]
+        head, settings = f"depthwise {k}", [f"{cin}→{cout}"]
     else:
         kind = "ConvT" if m.transposed else "Conv"
         head, settings = f"{kind} {k}", [f"{cin}→{cout}"]

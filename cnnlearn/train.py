@@ -12,10 +12,11 @@ atomic checkpoint after every epoch so an interrupted run resumes exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,9 +30,10 @@ from ._io import architecture, data_record, restore_run, save_run
 from .budget import get_device
 from .data import Data, DeviceLoader
 from .models.layers import AuxOutputs
+from .regularize import MIXINGS, BatchMixer, MixedLabels, distillation_loss
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "evaluate_ten_crop", "ten_crops", "predict", "recalibrate_bn",
-           "lr_multiplier", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
+           "lr_multiplier", "scaled_lr", "WeightEMA", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -127,13 +129,34 @@ class TrainConfig:
     lookahead: bool = False  # pull the weights towards their running average every 5 steps (airbench)
     eval_every: int = 1  # evaluate the test set every this many epochs and after the last (others: NaN)
     grad_clip: float | None = None  # clip the gradient norm to this, if set
-    seed: int = 0  # seeds the model-independent randomness (dropout) of the run
+    seed: int = 0  # seeds the model-independent randomness (dropout, mixing) of the run
+    # "Bag of Tricks" refinements (cnnlearn/regularize.py); all off by default.
+    mixing: str = "none"  # "none", "mixup" (Zhang et al. 2018) or "cutmix" (Yun et al. 2019) of the training batches
+    mix_alpha: float | None = None  # mixing ratio ~ Beta(alpha, alpha); None: 0.2 for mixup, 1.0 for cutmix
+    mix_off_epochs: int = 0  # train the last this many epochs on unmixed batches (GluonCV's --mixup-off-epoch)
+    distill_weight: float = 0.0  # w of (1 - w) * CE + w * T^2 * KL(teacher || student); > 0 needs fit(teacher=...)
+    distill_temperature: float = 20.0  # T of the distillation (20: GluonCV's train_imagenet.py, "Bag of Tricks")
+    ema_decay: float | None = None  # keep an exponential moving average of the weights and evaluate it (e.g. 0.999)
 
     def __post_init__(self) -> None:
         V.check_fields(self, _TRAIN_RULES)  # every field, from the table below the class
         if self.schedule in ("cosine", "linear") and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} is longer than the run (epochs={self.epochs}): "
                              f"the learning rate would never reach its peak; use at most {self.epochs}")
+        # Options that would silently do nothing are refused, naming the switch they need.
+        if self.mixing == "none" and (self.mix_alpha is not None or self.mix_off_epochs):
+            raise ValueError("mix_alpha and mix_off_epochs have no effect with mixing='none'; "
+                             "set mixing='mixup' or mixing='cutmix'")
+        if self.mixing != "none" and self.mix_off_epochs >= self.epochs:
+            raise ValueError(f"mix_off_epochs={self.mix_off_epochs} leaves no epoch of {self.mixing} in a run of "
+                             f"epochs={self.epochs}; use at most {self.epochs - 1}")
+        if self.distill_weight == 0 and self.distill_temperature != _field_default(self, "distill_temperature"):
+            raise ValueError(f"distill_temperature={self.distill_temperature} has no effect with distill_weight=0; "
+                             "set distill_weight (e.g. 0.5) and pass fit(..., teacher=...)")
+
+
+def _field_default(config: object, name: str) -> object:
+    return {f.name: f.default for f in dataclasses.fields(config)}[name]
 
 
 # How each TrainConfig field is checked (cnnlearn/_validate.py); a new field needs an entry,
@@ -158,6 +181,12 @@ _TRAIN_RULES = {
     # 0 would freeze the weights and a negative norm reverse every step (uphill)
     "grad_clip": V.optional(partial(V.positive_float, fix="use None for no clipping, or a norm such as 1.0")),
     "seed": V.seed,
+    "mixing": V.choice(*MIXINGS),
+    "mix_alpha": V.optional(partial(V.positive_float, fix="use None for the method's default (mixup 0.2, cutmix 1.0)")),
+    "mix_off_epochs": V.non_negative_int,
+    "distill_weight": V.interval(0.0, 1.0, high_open=False),  # [0, 1]: 1 learns from the teacher alone
+    "distill_temperature": V.positive_float,
+    "ema_decay": V.optional(V.interval(0.0, 1.0, low_open=True)),  # (0, 1): 1 would never move, 0 is no average
 }
 
 
@@ -201,6 +230,11 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
     * ``linear`` (after airbench's, which ends at 0.07 of the peak rather than zero): a
       linear rise from 1/5 of the peak over ``warmup_steps``, then a linear decay to zero.
     * ``constant``: always the peak.
+
+    The ``cosine`` schedule's warm-up is the "gradual warm-up" of Goyal et al. (2017,
+    Sec. 2.2) that "Bag of Tricks" (He et al., 2019, Sec. 3.1) uses: at batch ``i`` of ``m``
+    warm-up batches (``i`` counted from 1, ``step = i - 1``) the rate is ``i / m`` of the
+    peak. With a large batch, pair it with the peak of :func:`scaled_lr`.
     """
     if schedule == "constant":
         return 1.0
@@ -220,6 +254,30 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int)
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def scaled_lr(batch_size: int, base_lr: float = 0.1, base_batch_size: int = 256) -> float:
+    """The linear scaling rule: the learning rate grows in proportion to the batch size,
+    ``lr = base_lr * batch_size / base_batch_size``.
+
+    Goyal et al. (2017, "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour",
+    arXiv:1706.02677, Sec. 2.1) keep ResNet-50's accuracy up to batch 8192 this way, with
+    the gradual warm-up of the ``cosine`` schedule (:func:`lr_multiplier`); "Bag of
+    Tricks" (He et al., 2019, Sec. 3.1) takes 0.1 for batch 256 as the base, the defaults
+    here. Why it works: a step on a ``k`` times larger batch averages ``k`` times as many
+    gradients, so the gradient's noise shrinks, and a ``k`` times larger step keeps the
+    distance travelled per epoch.
+
+    Args:
+        batch_size: the batch size to train with.
+        base_lr: the learning rate known to work at ``base_batch_size``.
+        base_batch_size: the batch size of ``base_lr``.
+
+    Returns:
+        The scaled learning rate.
+    """
+    V.positive_int("batch_size", batch_size), V.positive_int("base_batch_size", base_batch_size)
+    return V.positive_float("base_lr", base_lr) * batch_size / base_batch_size
 
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -265,8 +323,18 @@ def _prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+# Fields added after checkpoints were in use: at their defaults they are left out of a
+# checkpoint's config, so that runs written before they existed still resume.
+_OMITTED_AT_DEFAULT = ("mixing", "mix_alpha", "mix_off_epochs", "distill_weight", "distill_temperature",
+                       "ema_decay")
+
+
 def _config_key(cfg: TrainConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    key = dataclasses.asdict(cfg)
+    for name in _OMITTED_AT_DEFAULT:
+        if key[name] == _field_default(cfg, name):
+            del key[name]
+    return key
 
 
 @torch.no_grad()
@@ -534,7 +602,88 @@ class Lookahead:
             slow.copy_(saved)
 
 
-def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor,
+class WeightEMA:
+    """An exponential moving average (EMA) of the weights, evaluated in their place.
+
+    After every optimiser step ``average = d * average + (1 - d) * weights``; averaging the
+    iterates of SGD smooths out its noise (Polyak and Juditsky, 1992, averaged all of them;
+    an exponential average forgets the early, poor ones). The decay warms up as
+    TensorFlow's ``ExponentialMovingAverage`` with ``num_updates`` does,
+    ``d_t = min(decay, (1 + t) / (10 + t))`` at update ``t`` (counted from 1): early in
+    training, when the weights move fast, the average follows them instead of holding on
+    to the random initial weights for the ``1 / (1 - decay)`` steps its memory spans.
+
+    BatchNorm's running mean and variance are averaged with the weights, as
+    :class:`Lookahead` and timm's ``ModelEmaV2`` do: the averaged weights then come with
+    statistics averaged over the same steps. They are estimates for the live weights, not
+    for the averaged ones; :func:`recalibrate_bn` on the averaged network measures exact
+    ones if that matters. Integer buffers (``num_batches_tracked``) stay the live ones.
+
+    Args:
+        model: the network whose ``state_dict`` tensors are averaged (they are read and,
+            by :meth:`swapped_in` and :meth:`copy_to_model`, written in place).
+        decay: the decay ``d`` in (0, 1), e.g. 0.999.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = V.real("decay", decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        seen: set[int] = set()  # tied weights appear twice in a state_dict: average them once
+        self.live = [t for t in model.state_dict().values() if t.is_floating_point()
+                     and not (t.data_ptr() in seen or seen.add(t.data_ptr()))]
+        self.average = [t.detach().clone() for t in self.live]
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` uses."""
+        t = self.updates + 1
+        return min(self.decay, (1 + t) / (10 + t))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Call after every optimiser step."""
+        d = self.current_decay()
+        self.updates += 1
+        for avg, live in zip(self.average, self.live):
+            avg.lerp_(live, 1 - d)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Within the block the model holds the averaged weights; after it, its own again."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for avg, live in zip(self.average, self.live):
+            kept = live.clone()
+            live.copy_(avg)
+            avg.copy_(kept)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Replace the model's weights by the averaged ones (at the end of training)."""
+        for avg, live in zip(self.average, self.live):
+            live.copy_(avg)
+
+    def state_dict(self) -> dict:
+        return {"average": self.average, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for avg, saved in zip(self.average, state["average"]):
+            avg.copy_(saved)
+        self.updates = int(state["updates"])
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor | MixedLabels, label_smoothing: float) -> torch.Tensor:
+    if isinstance(labels, MixedLabels):
+        return labels.cross_entropy(logits, label_smoothing)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor | MixedLabels,
                   label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one training step, and the logits that accuracy is measured on.
 
@@ -543,21 +692,50 @@ def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor,
     (GoogLeNet, Inception v3), whose loss is
     ``CE(logits) + aux_weight * sum(CE(a) for a in aux)`` (Szegedy et al., 2015, Sec. 5:
     each auxiliary loss weighted 0.3). Accuracy counts the main classifier only.
+    ``labels`` are class indices, or the :class:`~cnnlearn.regularize.MixedLabels` of a
+    mixed batch, whose cross-entropy is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``.
     """
     if isinstance(output, AuxOutputs):
-        loss = F.cross_entropy(output.logits, labels, label_smoothing=label_smoothing)
+        loss = _cross_entropy(output.logits, labels, label_smoothing)
         for aux in output.aux:
-            loss = loss + output.aux_weight * F.cross_entropy(aux, labels, label_smoothing=label_smoothing)
+            loss = loss + output.aux_weight * _cross_entropy(aux, labels, label_smoothing)
         return loss, output.logits
-    return F.cross_entropy(output, labels, label_smoothing=label_smoothing), output
+    return _cross_entropy(output, labels, label_smoothing), output
+
+
+def _teacher_record(teacher: nn.Module) -> dict:
+    # What identifies the teacher in a checkpoint: its architecture and a checksum of its
+    # weights (a teacher of the same shapes but other weights would teach another run).
+    # Summed on the CPU in a fixed layout and written to 12 digits, so that neither the
+    # device nor the memory format the teacher arrives in changes the record.
+    total = sum(float(t.detach().cpu().contiguous().double().sum())
+                for t in teacher.state_dict().values() if t.is_floating_point())
+    return {**architecture(teacher), "checksum": f"{total:.12g}"}
 
 
 def fit(
     model: nn.Module, data: Data, config: TrainConfig = TrainConfig(), *,
     checkpoint: str | Path | None = None, progress: bool = True,
-    callback: Callable[[int, History], None] | None = None,
+    callback: Callable[[int, History], None] | None = None, teacher: nn.Module | None = None,
 ) -> History:
     """Train ``model`` on ``data`` and evaluate it on the test split after every epoch.
+
+    The refinements of "Bag of Tricks" that change the loop (all off by default):
+
+    * ``config.mixing``: each training batch is mixed with a permutation of itself by
+      mixup or CutMix (:mod:`cnnlearn.regularize`), except in the last
+      ``config.mix_off_epochs`` epochs; the loss is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``
+      and training accuracy counts the label with the larger share.
+    * ``config.distill_weight`` ``w > 0`` with a ``teacher``: the loss is
+      ``(1 - w) * CE + w * T^2 * KL(softmax(t / T) || softmax(s / T))``
+      (:func:`~cnnlearn.regularize.distillation_loss`), the teacher seeing the same (mixed)
+      batch. This is the form of GluonCV's ``DistillationSoftmaxCrossEntropyLoss``, the
+      code of "Bag of Tricks", whose ``train_imagenet.py`` weighs the two terms equally
+      (``--hard-weight 0.5``, ``--temperature 20``); the paper writes the unweighted sum
+      ``CE + T^2 * CE_soft`` (Sec. 5.3), twice the loss of ``w = 0.5`` up to a constant.
+    * ``config.ema_decay``: a :class:`WeightEMA` of the weights is kept; every evaluation
+      uses the averaged weights, and the model holds them when ``fit`` returns. (Training
+      loss and accuracy are those of the live weights.)
 
     Args:
         model: the network; it is moved to the data's device (and to channels-last on CUDA and CPUs).
@@ -568,6 +746,9 @@ def fit(
             run resumes from it and finishes exactly as an uninterrupted run would.
         progress: show a progress bar (a widget in notebooks, text in terminals).
         callback: called as ``callback(epoch, history)`` after every epoch.
+        teacher: the trained network to distil from (needs ``config.distill_weight > 0``).
+            It is moved to the data's device and runs in eval mode without gradients, in
+            the run's precision; its train/eval mode is restored at the end.
 
     Returns:
         The :class:`History` of every epoch, including those before a resume.
@@ -575,19 +756,21 @@ def fit(
     Raises:
         ValueError: a bad argument (checked before the first step): ``data`` does not
             come from :func:`cnnlearn.load_data`, ``config`` is not a ``TrainConfig``,
-            the checkpoint path cannot be written, or the model does not take the data's
-            images or has another number of outputs than the data has classes.
+            the checkpoint path cannot be written, the model (or the teacher) does not take
+            the data's images or has another number of outputs than the data has classes,
+            or a teacher is given without ``distill_weight`` (or the reverse).
         FloatingPointError: the training loss became NaN or infinite, or diverged: an
             epoch's mean above 10x the larger of the first batch's loss and
             ln(number of classes). The checkpoint keeps the last epoch before it.
         CorruptFileError: the checkpoint file exists but is not a ``fit`` checkpoint.
         CheckpointMismatchError: the checkpoint belongs to a run with another config,
-            other data (dataset, subset, seed, batch size) or another network.
+            other data (dataset, subset, seed, batch size), another network or teacher.
     """
     model, data = V.trainable("model", model), V.data("data", data)
     cfg = V.instance("config", config, TrainConfig)
     checkpoint = None if checkpoint is None else V.writable_file("checkpoint", checkpoint)
     V.boolean("progress", progress), V.function("callback", callback)
+    _check_teacher(teacher, model, cfg)
     device = data.train.device
     channels_last = _use_channels_last(device, cfg.channels_last)
     amp_dtype = resolve_precision(cfg.precision, device)  # before moving: a refused precision changes nothing
@@ -595,6 +778,11 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     V.check_classifier(model, data, amp_dtype)  # one eval-mode forward pass: inputs, outputs, classes
+    if teacher is not None:
+        teacher.to(device)
+        if channels_last:
+            teacher.to(memory_format=torch.channels_last)
+        V.check_classifier(teacher, data, amp_dtype)
     # float16 needs loss scaling to keep small gradients from underflowing; bfloat16 does not.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -612,8 +800,13 @@ def fit(
     lookahead = Lookahead(model) if cfg.lookahead else None
     if lookahead is not None:
         stateful["lookahead"] = lookahead
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    if ema is not None:
+        stateful["ema"] = ema
     # A resume must match the data, the network and the arithmetic ("auto" resolves per machine).
     records = {"data": data_record(data), "architecture": architecture(model), "autocast": str(amp_dtype)}
+    if teacher is not None:
+        records["teacher"] = _teacher_record(teacher)
     if checkpoint is not None and checkpoint.is_file():
         state = restore_run(checkpoint, stateful, _config_key(cfg), ("loss_start",), kind="fit", records=records)
         history = History(**state["history"])
@@ -625,18 +818,32 @@ def fit(
 
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
                desc=type(model).__name__, unit="batch", leave=True)
+    teacher_was_training = teacher is not None and teacher.training
     try:
         for epoch in range(start_epoch, cfg.epochs):
             data.train.epoch = epoch  # the loader's randomness is a function of (seed, epoch)
             model.train()
+            if teacher is not None:
+                teacher.eval()  # a teacher's BatchNorm uses its running statistics and never updates them
+            # The mixing of an epoch is a function of (seed, epoch), as the loader's augmentation.
+            mixer = (BatchMixer(cfg.mixing, cfg.mix_alpha, (cfg.seed, epoch))
+                     if cfg.mixing != "none" and epoch < cfg.epochs - cfg.mix_off_epochs else None)
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
             seen = 0
             for x, y in data.train:
+                target = y
+                if mixer is not None:
+                    x, target = mixer(x, y)  # on the float32 batch, before the layout change
                 x = _prepare_input(x, channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, out = training_loss(model(x), y, cfg.label_smoothing)
+                    loss, out = training_loss(model(x), target, cfg.label_smoothing)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = teacher(x)
+                        w = cfg.distill_weight
+                        loss = (1 - w) * loss + w * distillation_loss(out, teacher_logits, cfg.distill_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.grad_clip is not None:
@@ -647,11 +854,14 @@ def fit(
                 scheduler.step()
                 if lookahead is not None:
                     lookahead.step(scheduler.last_epoch, total_steps)
+                if ema is not None:
+                    ema.update()
                 # Accumulate on the device: a .item() per batch would wait for the GPU.
                 loss_sum += loss.detach().float() * len(y)
                 if loss_start is None:  # one wait, on the run's first batch only
                     loss_start = loss.item()
-                correct += (out.argmax(1) == y).sum()
+                counted = target.dominant if isinstance(target, MixedLabels) else y
+                correct += (out.argmax(1) == counted).sum()
                 seen += len(y)
                 bar.update()
             if device.type == "cuda":
@@ -662,12 +872,15 @@ def fit(
             V.check_loss(train_loss, epoch + 1, start=loss_start, floor=math.log(len(data.classes)),
                          what="the training loss", fix=f"lower the learning rate (now {cfg.lr}) or add grad_clip")
             last = epoch + 1 == cfg.epochs
+            if ema is not None and last:
+                ema.copy_to_model()  # the run ends with the weights it evaluates
             test_loss = test_acc = float("nan")  # epochs that are not evaluated (eval_every)
             if last or (epoch + 1) % cfg.eval_every == 0:
                 tta = not cfg.tta_final_only or last
-                test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
-                                               tta_translate=cfg.tta_translate if tta else 0,
-                                               precision=cfg.precision, channels_last=channels_last)
+                with ema.swapped_in() if ema is not None and not last else contextlib.nullcontext():
+                    test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
+                                                   tta_translate=cfg.tta_translate if tta else 0,
+                                                   precision=cfg.precision, channels_last=channels_last)
             history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=correct.item() / seen,
                            test_loss=test_loss, test_acc=test_acc,
                            lr=optimizer.param_groups[0]["lr"], epoch_time=epoch_time)
@@ -679,5 +892,21 @@ def fit(
                 callback(epoch + 1, history)
     finally:
         bar.close()
+        if teacher is not None:
+            teacher.train(teacher_was_training)
     return history
+
+
+def _check_teacher(teacher: nn.Module | None, model: nn.Module, cfg: TrainConfig) -> None:
+    if teacher is None:
+        if cfg.distill_weight > 0:
+            raise ValueError(f"config.distill_weight={cfg.distill_weight} needs a teacher: pass "
+                             "fit(..., teacher=trained_network), or set distill_weight=0")
+        return
+    V.module("teacher", teacher)
+    if teacher is model:
+        raise ValueError("teacher is the model being trained; pass another, already trained network")
+    if cfg.distill_weight == 0:
+        raise ValueError("a teacher was given but config.distill_weight=0, so it would teach nothing; "
+                         "set distill_weight (e.g. 0.5) and distill_temperature")
 

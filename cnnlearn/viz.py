@@ -206,7 +206,7 @@ def show_feature_maps(
             ax.axis("off")
             if j < min(n, fmap.shape[0]):
                 ax.imshow(fmap[j].numpy(), cmap="viridis")
-                ax.set_title(f"ch {j}", fontsize=7)
+                ax.set_title(f"map {j}", fontsize=7)
         axes[li * rows_per, 0].text(-0.15, 0.5, f"{name}\n{tuple(fmap.shape)}", transform=axes[li * rows_per, 0].transAxes,
                                     ha="right", va="center", fontsize=8)
     fig.suptitle("Feature maps (first channels of each layer's output)")
@@ -311,16 +311,22 @@ def plot_history(
     fig, (ax_loss, ax_err) = subplots(1, 2, figsize=(11, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     handles = []
+    # A run evaluated only every few epochs (fit's eval_every) has NaN test values in between; a
+    # line cannot join isolated points, so such runs mark their test values with dots.
+    sparse = any(math.isnan(v) for h in histories.values() for v in h.test_loss)
+    test_style = dict(ls="-", marker="o", ms=4) if sparse else dict(ls="-")
     for i, (name, h) in enumerate(histories.items()):
         c = colors[i % len(colors)]
         ax_loss.plot(h.epoch, h.train_loss, "--", color=c)
-        ax_loss.plot(h.epoch, h.test_loss, "-", color=c)
+        ax_loss.plot(h.epoch, h.test_loss, color=c, **test_style)
         ax_err.plot(h.epoch, [100 * (1 - a) for a in h.train_acc], "--", color=c)
-        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.test_acc], "-", color=c)
+        ax_err.plot(h.epoch, [100 * (1 - a) for a in h.test_acc], color=c, **test_style)
         if name:
             handles.append(Line2D([], [], color=c, label=name))
-    handles += [Line2D([], [], color="gray", ls="--", label="train"),
-                Line2D([], [], color="gray", ls="-", label="test")]
+    handles.append(Line2D([], [], color="gray", ls="--", label="train"))
+    if any(not math.isnan(v) for h in histories.values() for v in h.test_loss):   # no entry for absent curves
+        handles.append(Line2D([], [], color="gray", label="test (dots: evaluated epochs)" if sparse else "test",
+                              **test_style))
     loss_chance = []  # the loss panel's own legend entry for its chance line
     if chance is not None:
         # Guessing: error 1 - chance; a uniform prediction over K classes has loss ln K.

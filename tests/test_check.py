@@ -316,6 +316,46 @@ def test_ch06_add_se_accepts_the_attention_slot():
     assert check("ch06.add_se", SEBlockViaAttn, quiet=True)
 
 
+def _hard_gate_seresnet20():
+    from cnnlearn import create_model
+
+    return create_model("seresnet20", gate_layer=nn.Hardsigmoid)
+
+
+def _gate_variant_answer(make_model=_hard_gate_seresnet20, accs=(61.2, 58.9, 60.4), base=(60.1, 59.5, 61.0),
+                         result=None):
+    from cnnlearn.stats import verdict_paired
+
+    accs, base = list(accs), list(base)
+    if result is None:
+        result = verdict_paired(accs, base, names=("hard-sigmoid gates", "sigmoid gates"))
+    return (make_model, accs, base, result)
+
+
+def _gate_variant_wrong_answers():
+    from cnnlearn import create_model
+    from cnnlearn.stats import verdict
+
+    unpaired = verdict(60.17, 60.2, 3.0)  # the means against a noise guessed otherwise: not seed by seed
+    return [
+        (_gate_variant_answer(make_model=lambda: create_model("seresnet20")), "Sigmoid"),
+        (_gate_variant_answer(make_model=lambda: create_model("resnet20")), "no SE unit"),
+        (_gate_variant_answer(make_model=lambda: create_model("seresnet20", reduction=4, gate_layer=nn.Hardsigmoid)),
+         "more than its gates"),
+        (_gate_variant_answer(make_model=_hard_gate_seresnet20()), "function that returns"),
+        (_gate_variant_answer(accs=(0.612, 0.589, 0.604)), "fractions"),
+        (_gate_variant_answer(accs=(61.2,), base=(60.1,), result=unpaired), "at least two seeds"),
+        (_gate_variant_answer(accs=(61.2, 58.9), base=(60.1, 59.5, 61.0), result=unpaired), "pair up"),
+        (_gate_variant_answer(accs=(60.1, 59.5, 61.0)), "standard unit's"),
+        (_gate_variant_answer(result=unpaired), "seed by seed"),
+        (_gate_variant_answer(result="no difference"), "Verdict"),
+        ((_hard_gate_seresnet20, [61.2]), "tuple of four"),
+    ]
+
+
+EXERCISES["ch06.gate_variant"] = (_gate_variant_answer(), _gate_variant_wrong_answers())
+
+
 # --------------------------------------------------------------------------- chapter 9
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from cnnlearn.data import Data, DeviceLoader
 from cnnlearn.gan import GANConfig, fit_gan
 from cnnlearn.models.dcgan import dcgan
+from cnnlearn.regularize import BatchMixer, distillation_loss
 from cnnlearn.train import (
     TrainConfig, cpu_has_native_bf16, evaluate, fit, lr_multiplier, resolve_precision,
 )
@@ -285,6 +286,108 @@ def test_lookahead():
         torch.testing.assert_close(states[True][k], decay * start[k] + (1 - decay) * fast, rtol=1e-5, atol=1e-6)
 
 
+def _batch(data: Data, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first training batch of ``epoch``, in the order fit sees it."""
+    data.train.epoch = epoch
+    return next(iter(data.train))
+
+
+def _mixed_gradient(model: nn.Module, data: Data, mixing: str, alpha: float | None,
+                    epoch: int = 0) -> dict[str, torch.Tensor]:
+    """The gradient of the first step of ``epoch`` on the batch mixed as fit mixes it (seed 0)."""
+    x, y = _batch(data, epoch)
+    mixed, labels = BatchMixer(mixing, alpha, (0, epoch))(x, y)
+    model = copy.deepcopy(model).train()
+    labels.cross_entropy(model(mixed)).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mixing", ["mixup", "cutmix"])
+def test_mixing(mixing):
+    model0, data = pixel_net(), tiny_data()  # pixel_net: a CutMix box changes the logits
+    g = _mixed_gradient(model0, data, mixing, None)
+    model, history, before = train(copy.deepcopy(model0), data, mixing=mixing)
+    assert_steps(step(model, before), {k: -0.1 * v for k, v in g.items()})
+    plain = gradient(model0, data)
+    assert not all(torch.allclose(g[k], plain[k], rtol=1e-3) for k in g)  # mixing changed the step
+
+
+def test_mix_alpha():
+    model0, data = pixel_net(), tiny_data()
+    steps = {}
+    for alpha in (0.2, 2.0):
+        g = _mixed_gradient(model0, data, "mixup", alpha)
+        model, _, before = train(copy.deepcopy(model0), data, mixing="mixup", mix_alpha=alpha)
+        steps[alpha] = step(model, before)
+        assert_steps(steps[alpha], {k: -0.1 * v for k, v in g.items()})
+    assert not torch.allclose(steps[0.2]["1.weight"], steps[2.0]["1.weight"])
+
+
+def test_mix_off_epochs():
+    # Two one-step epochs: with mix_off_epochs=1 the second step is the plain one, with 0 it is mixed.
+    model0, data = pixel_net(), tiny_data()
+    for off in (0, 1):
+        model, after_1 = copy.deepcopy(model0), {}
+        fit(model, data, TrainConfig(**{**BASE, "epochs": 2, "mixing": "mixup", "mix_off_epochs": off}),
+            progress=False, callback=lambda e, h: after_1.update(params(model)) if e == 1 else None)
+        at_1 = copy.deepcopy(model0)
+        at_1.load_state_dict(after_1)
+        g = gradient(at_1, data) if off else _mixed_gradient(at_1, data, "mixup", None, epoch=1)
+        assert_steps(step(model, after_1), {k: -0.1 * v for k, v in g.items()})
+
+
+def _distilled_gradient(model: nn.Module, teacher: nn.Module, data: Data, w: float,
+                        temperature: float) -> dict[str, torch.Tensor]:
+    model = copy.deepcopy(model).train()
+    x, y = data.train.normalize(data.train.images), data.train.labels
+    out = model(x)
+    with torch.no_grad():
+        t = teacher.eval()(x)
+    ((1 - w) * F.cross_entropy(out, y) + w * distillation_loss(out, t, temperature)).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def test_distill_weight():
+    model0, teacher, data = conv_net(), conv_net(seed=1), tiny_data()
+    for w in (0.25, 1.0):
+        g = _distilled_gradient(model0, teacher, data, w, 3.0)
+        model = copy.deepcopy(model0)
+        before = params(model)
+        fit(model, data, TrainConfig(**{**BASE, "distill_weight": w, "distill_temperature": 3.0}), teacher=teacher,
+            progress=False)
+        assert_steps(step(model, before), {k: -0.1 * v for k, v in g.items()})
+
+
+def test_distill_temperature():
+    model0, teacher, data = conv_net(), conv_net(seed=1), tiny_data()
+    steps = {}
+    for t in (2.0, 6.0):
+        g = _distilled_gradient(model0, teacher, data, 0.5, t)
+        model = copy.deepcopy(model0)
+        before = params(model)
+        fit(model, data, TrainConfig(**{**BASE, "distill_weight": 0.5, "distill_temperature": t}), teacher=teacher,
+            progress=False)
+        steps[t] = step(model, before)
+        assert_steps(steps[t], {k: -0.1 * v for k, v in g.items()})
+    assert not torch.allclose(steps[2.0]["5.weight"], steps[6.0]["5.weight"])
+
+
+def test_ema_decay():
+    # Two one-step epochs; the model ends with the average d2 * (d1 * w0 + (1 - d1) * w1) + (1 - d2) * w2,
+    # d_t = min(decay, (1 + t) / (10 + t)).
+    model0, data = conv_net(), tiny_data()
+    live, w1 = copy.deepcopy(model0), {}
+    fit(live, data, TrainConfig(**{**BASE, "epochs": 2}), progress=False,
+        callback=lambda e, h: w1.update(params(live)) if e == 1 else None)
+    w0, w2 = params(model0), params(live)
+    for decay in (0.1, 0.5):
+        d1, d2 = min(decay, 2 / 11), min(decay, 3 / 12)
+        model, _, _ = train(copy.deepcopy(model0), data, epochs=2, ema_decay=decay)
+        expected = {k: d2 * (d1 * w0[k] + (1 - d1) * w1[k]) + (1 - d2) * w2[k] for k in w0}
+        for k, v in params(model).items():
+            torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
 # --------------------------------------------------------------------------- GANConfig
 
 
@@ -423,7 +526,9 @@ OPTION_TESTS = {
         "tta_flip": test_tta_flip, "tta_translate": test_tta_translate, "tta_final_only": test_tta_final_only,
         "norm_lr_scale": test_norm_lr_scale, "lookahead": test_lookahead, "eval_every": test_eval_every,
         "grad_clip": test_grad_clip,
-        "seed": test_seed,
+        "seed": test_seed, "mixing": test_mixing, "mix_alpha": test_mix_alpha, "mix_off_epochs": test_mix_off_epochs,
+        "distill_weight": test_distill_weight, "distill_temperature": test_distill_temperature,
+        "ema_decay": test_ema_decay,
     },
     GANConfig: {
         "epochs": test_gan_epochs, "nz": test_gan_nz, "lr": test_gan_lr, "betas": test_gan_betas,

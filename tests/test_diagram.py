@@ -72,7 +72,7 @@ def test_option_a_shortcut_is_one_zero_pad_box():
 def test_inverted_residual_adds_its_input_only_at_stride_1(stride, adds):
     g = block_graph(InvertedResidual(24, 24, 144, 3, stride), (24, 16, 16))
     assert len(g.find("add")) == adds
-    assert g.node("depthwise").label == f"depthwise 3x3, 144{', s2' if stride == 2 else ''}\nBN · ReLU6"
+    assert g.node("depthwise").label == f"depthwise 3x3, 144→144{', s2' if stride == 2 else ''}\nBN · ReLU6"
     assert g.node("project").label == "Conv 1x1, 144→24\nBN"  # the linear bottleneck: no activation
     if adds:
         assert [e.src for e in g.inputs(g.find("add")[0].name)] == ["input", "project"]
@@ -96,7 +96,7 @@ def test_shufflenet_v2_downsampling_unit_has_two_branches_and_no_split():
     (cat,) = g.find("cat")
     left, right = g.inputs(cat.name)
     assert len(_upstream(g, left)) == 2 and len(_upstream(g, right)) == 3
-    assert g.node("branch1_0").label.startswith("depthwise 3x3, 116, s2")
+    assert g.node("branch1_0").label.startswith("depthwise 3x3, 116→116, s2")
 
 
 def test_shufflenet_v1_unit_shuffles_between_grouped_convolutions():
@@ -234,7 +234,7 @@ def test_leaf_modules_choose_the_granularity():
     assert [n.op for n in block_graph(block, (32, 16, 16)).nodes] == ["input", "conv", "conv", "output"]
     fine = block_graph(block, (32, 16, 16), leaf_modules=())
     assert [n.label for n in fine.nodes][1:-1] == [
-        "depthwise 3x3, 32, s2", "BN", "ReLU", "Conv 1x1, 32→64", "BN", "ReLU"]
+        "depthwise 3x3, 32→32, s2", "BN", "ReLU", "Conv 1x1, 32→64", "BN", "ReLU"]
 
 
 def test_drawing_changes_neither_the_module_nor_the_random_state():

@@ -118,6 +118,7 @@ def test_show_feature_maps_and_filters(alexnet_cifar):
     fig = show_feature_maps(alexnet_cifar, torch.randn(3, 32, 32), ["stem", "stages.stage1"], n=6, ncols=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 2 * 3
     assert sum(len(ax.images) for ax in fig.axes) == 12
+    assert fig.axes[1].get_title() == "map 1"  # the same word as the chapters' own feature-map figures
     fig = show_filters(alexnet_cifar.stem[0].weight, n=10, ncols=5)  # RGB filters
     assert isinstance(fig, Figure) and sum(len(ax.images) for ax in fig.axes) == 10
     assert fig.axes[0].images[0].get_array().shape == (5, 5, 3)
@@ -156,6 +157,25 @@ def test_plot_history():
     assert len(two.axes[0].lines) == 4
     (legend,) = two.legends                       # one legend for both plots: runs, then styles
     assert [t.get_text() for t in legend.get_texts()] == ["a", "b", "train", "test"]
+    plt.close("all")
+
+
+def test_plot_history_marks_sparse_test_points():
+    # fit(eval_every=epochs) leaves NaN test values before the last epoch: the lone point must be
+    # visible (a marker) and the legend's test entry must show that marker.
+    h = History()
+    nan = float("nan")
+    for e in range(1, 4):
+        last = e == 3
+        h.append(epoch=e, train_loss=2.0 / e, train_acc=0.3 * e, test_loss=1.0 if last else nan,
+                 test_acc=0.7 if last else nan, lr=0.1, epoch_time=1.0)
+    fig = plot_history({"a": h, "b": h})
+    test_lines = fig.axes[1].lines[1::2]
+    assert all(line.get_marker() == "o" for line in test_lines)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[:3] == ["a", "b", "train"] and labels[3].startswith("test")
+    assert legend.legend_handles[3].get_marker() == "o"
     plt.close("all")
 
 

@@ -15,3 +15,5 @@ from . import mobilenet, efficientnet  # noqa: E402,F401
 from . import senet  # noqa: E402,F401
 from . import speedrun  # noqa: E402,F401
 from . import inception  # noqa: E402,F401
+from . import segmentation  # noqa: E402,F401
+from . import resnext, wide_resnet, densenet, dpn, hardnet  # noqa: E402,F401  (chapter 3: beyond ResNet)

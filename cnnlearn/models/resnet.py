@@ -144,8 +144,11 @@ def make_shortcut(
 # --------------------------------------------------------------------------- blocks
 
 
-def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, groups=groups, bias=False)
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1,
+             dilation: int = 1) -> nn.Conv2d:
+    # padding = dilation keeps the size at stride 1: the dilated kernel spans 2*dilation + 1 pixels.
+    return nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, groups=groups, bias=False,
+                     dilation=dilation)
 
 
 def _conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -187,6 +190,10 @@ class BasicBlock(nn.Module):
             excitation); ``None`` for none.
         residual: ``False`` builds the block's "plain" twin: the same layers without the
             shortcut and the addition (He et al. 2015, Sec. 4.1).
+        dilation: dilation of both 3x3 convolutions (padding follows), as in the dilated
+            residual networks of Yu, Koltun, Funkhouser 2017 (arXiv:1705.09914).
+            torchvision's BasicBlock refuses dilation; ours allows it for the small
+            segmentation backbones of chapter 8.
     """
 
     expansion = 1
@@ -195,17 +202,17 @@ class BasicBlock(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, stride: int = 1, shortcut: nn.Module | None = None,
         groups: int = 1, width_per_group: int = 64, norm_layer: ModuleFactory = nn.BatchNorm2d,
-        attn_layer: ModuleFactory | None = None, residual: bool = True,
+        attn_layer: ModuleFactory | None = None, residual: bool = True, dilation: int = 1,
     ) -> None:
         super().__init__()
-        check_positive(in_channels=in_channels, out_channels=out_channels, stride=stride)
+        check_positive(in_channels=in_channels, out_channels=out_channels, stride=stride, dilation=dilation)
         if groups != 1 or width_per_group != 64:
             raise ValueError(
                 f"BasicBlock supports only groups=1 and width_per_group=64 (got {groups}, "
                 f"{width_per_group}); use Bottleneck for grouped (ResNeXt) or wide blocks")
-        self.conv1 = _conv3x3(in_channels, out_channels, stride)
+        self.conv1 = _conv3x3(in_channels, out_channels, stride, dilation=dilation)
         self.bn1 = norm_layer(out_channels)
-        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.conv2 = _conv3x3(out_channels, out_channels, dilation=dilation)
         self.bn2 = norm_layer(out_channels)
         self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
         self.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
@@ -246,6 +253,7 @@ class Bottleneck(nn.Module):
         attn_layer: see :class:`BasicBlock`; called with ``out_channels``.
         residual: ``False`` for the plain twin, see :class:`BasicBlock`.
         stride_in_1x1: put the stride on the first 1x1 convolution (ResNet-A).
+        dilation: dilation of the 3x3 convolution (padding follows), as torchvision's.
     """
 
     expansion = 4
@@ -255,10 +263,11 @@ class Bottleneck(nn.Module):
         self, in_channels: int, out_channels: int, stride: int = 1, shortcut: nn.Module | None = None,
         groups: int = 1, width_per_group: int = 64, norm_layer: ModuleFactory = nn.BatchNorm2d,
         attn_layer: ModuleFactory | None = None, residual: bool = True, stride_in_1x1: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         check_positive(in_channels=in_channels, out_channels=out_channels, stride=stride,
-                       groups=groups, width_per_group=width_per_group)
+                       groups=groups, width_per_group=width_per_group, dilation=dilation)
         if out_channels % self.expansion:
             raise ValueError(f"out_channels={out_channels} must be a multiple of the expansion {self.expansion}")
         planes = out_channels // self.expansion
@@ -271,7 +280,7 @@ class Bottleneck(nn.Module):
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = _conv1x1(in_channels, mid, stride_1x1)  # reduce: (B, C_in, H, W) -> (B, mid, ., .)
         self.bn1 = norm_layer(mid)
-        self.conv2 = _conv3x3(mid, mid, stride_3x3, groups)  # the only spatial convolution
+        self.conv2 = _conv3x3(mid, mid, stride_3x3, groups, dilation)  # the only spatial convolution
         self.bn2 = norm_layer(mid)
         self.conv3 = _conv1x1(mid, out_channels)  # expand: (B, mid, ., .) -> (B, C_out, ., .)
         self.bn3 = norm_layer(out_channels)
@@ -373,6 +382,11 @@ class ResNetConfig:
     zero_init_residual: bool = False  # zero gamma in each branch's last BN (Goyal et al. 2017)
     attn_layer: ModuleFactory | None = None  # e.g. squeeze-and-excitation, called with a block's out_channels
     norm_layer: ModuleFactory = nn.BatchNorm2d
+    # One flag per stage after the first, as torchvision's argument of the same name: True
+    # keeps that stage at its input's resolution and multiplies the dilation of its 3x3
+    # convolutions by the stride it drops, so later layers keep their receptive field
+    # (Chen et al., DeepLab, arXiv:1606.00915, Sec. 3.1). () or all False: no dilation.
+    replace_stride_with_dilation: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -399,6 +413,16 @@ class ResNetConfig:
             raise ValueError("avg_down=True needs a projection shortcut: use shortcut='B' or 'C', not 'A'")
         if self.stride_in_1x1 and not issubclass(self.block, Bottleneck):
             raise ValueError("stride_in_1x1=True applies only to block=Bottleneck")
+        object.__setattr__(self, "replace_stride_with_dilation", tuple(self.replace_stride_with_dilation))
+        dilate = self.replace_stride_with_dilation
+        if dilate:
+            if len(dilate) != len(self.layers) - 1 or not all(isinstance(d, bool) for d in dilate):
+                raise ValueError(
+                    f"replace_stride_with_dilation must hold one bool per stage after the first "
+                    f"({len(self.layers) - 1} here), got {dilate!r}")
+            if any(dilate) and not (issubclass(self.block, (BasicBlock, Bottleneck))):
+                raise ValueError(f"replace_stride_with_dilation needs BasicBlock or Bottleneck blocks, "
+                                 f"not {self.block.__name__}")
         if self.zero_init_residual and not self.residual:
             raise ValueError("zero_init_residual=True would zero every block of a plain network: "
                              "use it with residual=True")
@@ -427,9 +451,14 @@ class ResNet(nn.Module):
         self.stem = self._make_stem(cfg)
         channels = cfg.stem_width
         self.stages = nn.Sequential()
+        dilation = 1
         for i, (num_blocks, width) in enumerate(zip(cfg.layers, cfg.widths)):
             stride = 1 if i == 0 else 2
-            stage = self._make_stage(cfg, channels, width * cfg.block.expansion, num_blocks, stride)
+            previous_dilation = dilation
+            if i > 0 and cfg.replace_stride_with_dilation and cfg.replace_stride_with_dilation[i - 1]:
+                dilation, stride = dilation * stride, 1
+            stage = self._make_stage(cfg, channels, width * cfg.block.expansion, num_blocks, stride,
+                                     (previous_dilation, dilation))
             self.stages.add_module(f"stage{i + 1}", stage)
             channels = width * cfg.block.expansion
         self.num_features = channels
@@ -469,8 +498,10 @@ class ResNet(nn.Module):
 
     @staticmethod
     def _make_stage(cfg: ResNetConfig, in_channels: int, out_channels: int, num_blocks: int,
-                    stride: int) -> nn.Sequential:
-        """One stage: the first block changes the shape (stride, channels), the rest keep it."""
+                    stride: int, dilations: tuple[int, int] = (1, 1)) -> nn.Sequential:
+        """One stage: the first block changes the shape (stride, channels), the rest keep it.
+        ``dilations``: of the first block and of the others. A dilated stage's first block
+        keeps the previous stage's dilation, as torchvision's ``_make_layer`` does."""
         blocks = []
         for j in range(num_blocks):
             cin, s = (in_channels, stride) if j == 0 else (out_channels, 1)
@@ -480,6 +511,9 @@ class ResNet(nn.Module):
                           attn_layer=cfg.attn_layer, residual=cfg.residual)
             if cfg.stride_in_1x1:
                 kwargs["stride_in_1x1"] = True
+            d = dilations[0] if j == 0 else dilations[1]
+            if d != 1:  # only then: blocks of other families need not know the argument
+                kwargs["dilation"] = d
             if cfg.block.preact:
                 kwargs["preact_shortcut"] = j == 0
             blocks.append(cfg.block(cin, out_channels, s, shortcut, **kwargs))
@@ -503,7 +537,8 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map: ``(B, 3, H, W) -> (B, num_features, H/32, W/32)``
-        (``H/4`` for the CIFAR networks)."""
+        (``H/4`` for the CIFAR networks; ``H/16`` or ``H/8`` with one or two stages'
+        strides replaced by dilation)."""
         return self.final_act(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -528,10 +563,15 @@ def resnet34(num_classes: int = 1000, zero_init_residual: bool = False) -> ResNe
 
 
 @register_model
-def resnet50(num_classes: int = 1000, zero_init_residual: bool = False) -> ResNet:
+def resnet50(num_classes: int = 1000, zero_init_residual: bool = False,
+             replace_stride_with_dilation: Sequence[bool] = ()) -> ResNet:
     """ResNet-50 (ResNet-B: stride on the 3x3): Bottlenecks (3, 4, 6, 3); 25,557,032
-    parameters and 4.09 GMACs at 224x224, as torchvision's."""
-    return ResNet(ResNetConfig(Bottleneck, (3, 4, 6, 3), zero_init_residual=zero_init_residual), num_classes)
+    parameters and 4.09 GMACs at 224x224, as torchvision's.
+
+    ``replace_stride_with_dilation``: three bools for stages 2-4, as torchvision's argument
+    (``(False, True, True)``: output stride 8, the backbone of its FCN and DeepLabv3)."""
+    return ResNet(ResNetConfig(Bottleneck, (3, 4, 6, 3), zero_init_residual=zero_init_residual,
+                               replace_stride_with_dilation=tuple(replace_stride_with_dilation)), num_classes)
 
 
 @register_model
