@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -387,6 +388,9 @@ class ResNetConfig:
     # convolutions by the stride it drops, so later layers keep their receptive field
     # (Chen et al., DeepLab, arXiv:1606.00915, Sec. 3.1). () or all False: no dilation.
     replace_stride_with_dilation: tuple[bool, ...] = ()
+    # More keyword arguments for every block, for block classes of other families (e.g.
+    # Res2Net's scale, ResNeSt's radix), as timm's block_args.
+    block_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -516,6 +520,7 @@ class ResNet(nn.Module):
                 kwargs["dilation"] = d
             if cfg.block.preact:
                 kwargs["preact_shortcut"] = j == 0
+            kwargs.update(cfg.block_args)
             blocks.append(cfg.block(cin, out_channels, s, shortcut, **kwargs))
         return nn.Sequential(*blocks)
 
