@@ -141,11 +141,11 @@ def res2net50_26w_4s(num_classes: int = 1000, zero_init_residual: bool = False) 
 
 
 @register_model
-def res2net29_cifar(num_classes: int = 10, width_per_group: int = 16, scale: int = 4,
+def res2net29_cifar(num_classes: int = 10, width_per_group: int = 24, scale: int = 4,
                     zero_init_residual: bool = False) -> ResNet:
     """A Res2Net for 32x32 images: the CIFAR stem and three stages of three Res2Net
     bottlenecks (planes 16, 32, 64; 9 x 3 + 2 = 29 layers), at about the MACs of the other
-    ``*29_cifar`` networks of chapter 3 (``w`` = 4, 8, 16 per group, ``s`` = 4)."""
+    ``*29_cifar`` networks of chapter 3 (``w`` = 6, 12, 24 per group, ``s`` = 4)."""
     config = res2net_config((3, 3, 3), width_per_group, scale, widths=(16, 32, 64), stem="cifar",
                             stem_width=16, zero_init_residual=zero_init_residual)
     return ResNet(config, num_classes)

@@ -46,7 +46,7 @@ __all__ = [
     "resnet50c", "resnet50d", "resnet18d", "resnet34d",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "plain20", "plain32", "plain44", "plain56", "plain110",
-    "preact_resnet20", "preact_resnet56", "preact_resnet110",
+    "preact_resnet20", "preact_resnet56", "preact_resnet110", "resnet29_cifar",
     "load_torchvision_resnet", "load_timm_resnet",
 ]
 
@@ -692,6 +692,17 @@ def plain56(num_classes: int = 10) -> ResNet:
 def plain110(num_classes: int = 10) -> ResNet:
     """Plain-110: ResNet-110 without its shortcuts."""
     return _cifar_resnet(18, BasicBlock, num_classes, residual=False)
+
+
+@register_model
+def resnet29_cifar(num_classes: int = 10, width_per_group: int = 64, zero_init_residual: bool = False) -> ResNet:
+    """A bottleneck ResNet for 32x32 images: the CIFAR stem, three stages of three
+    bottlenecks (planes 16, 32, 64, outputs 64, 128, 256; 9 x 3 + 2 = 29 layers), projection
+    shortcuts. Chapter 3's baseline for the ``*29_cifar`` networks that change the block
+    (Res2Net, SK, ResNeSt, involution), at about the same MACs."""
+    config = ResNetConfig(Bottleneck, (3, 3, 3), widths=(16, 32, 64), stem="cifar", stem_width=16,
+                          width_per_group=width_per_group, zero_init_residual=zero_init_residual)
+    return ResNet(config, num_classes)
 
 
 # Pre-activation CIFAR networks (He et al. 2016): same layout and widths; option A
