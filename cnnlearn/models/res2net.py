@@ -180,13 +180,16 @@ def load_timm_res2net(ours: ResNet, timm_model: nn.Module) -> ResNet:
 
 
 def split_receptive_fields(module: nn.Module, in_channels: int, size: int = 33,
-                           layer: nn.Module | None = None, samples: int = 4) -> torch.Tensor:
+                           layer: nn.Module | None = None, samples: int = 2) -> torch.Tensor:
     """The receptive field of each channel, measured by input gradients: the side of the
     square of input pixels on which the centre output of that channel depends.
 
     For each output channel ``c`` the gradient of ``sum_b out[b, c, centre]`` with respect
     to the input is taken over ``samples`` random inputs; the pixels with a non-zero
     gradient are the ones that reach it, and the side of their bounding box is returned.
+    The ReLUs (``nn.ReLU`` modules) pass their input unchanged during the measurement: a
+    unit that happens to be inactive for every sample would otherwise hide its paths, and
+    the receptive field is a property of the wiring, not of the weights.
     Measured at ``layer``'s input (e.g. a bottleneck's ``conv3``, to see its groups before
     they are mixed) or at ``module``'s output.
 
@@ -196,7 +199,7 @@ def split_receptive_fields(module: nn.Module, in_channels: int, size: int = 33,
         size: height and width of the random inputs (odd, so there is a centre pixel; large
             enough that the fields do not reach the border).
         layer: a submodule of ``module``; ``None`` measures ``module``'s output.
-        samples: random inputs (a ReLU can hide a path for one input, rarely for all).
+        samples: random inputs.
 
     Returns:
         An int64 tensor with one receptive-field side per channel.
@@ -205,7 +208,12 @@ def split_receptive_fields(module: nn.Module, in_channels: int, size: int = 33,
     if size % 2 == 0:
         raise ValueError(f"size={size} must be odd, so that the output has a centre pixel")
     captured: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda m, args: captured.append(args[0])) if layer else None
+    handles = [layer.register_forward_pre_hook(lambda m, args: captured.append(args[0]))] if layer else []
+    relus = [m for m in module.modules() if isinstance(m, nn.ReLU)]
+    inplace = [m.inplace for m in relus]
+    for m in relus:  # identity instead of the ReLU: return the input the ReLU received
+        m.inplace = False
+        handles.append(m.register_forward_hook(lambda m, args, out: args[0]))
     was_training = module.training
     module.eval()
     try:
@@ -225,7 +233,9 @@ def split_receptive_fields(module: nn.Module, in_channels: int, size: int = 33,
             side = max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1 if len(rows) else 0
             sides.append(side)
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
+        for m, flag in zip(relus, inplace):
+            m.inplace = flag
         module.train(was_training)
     return torch.tensor(sides, dtype=torch.int64)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import SqueezeExcite, check_divisible, check_positive
+from .layers import SqueezeExcite, check_divisible, check_positive, make_divisible
 from .registry import register_model
 from .resnet import ResNet, ResNetConfig, _check_shortcut
 from .weights import copy_weights, rename
@@ -131,8 +131,9 @@ class SplitAttentionConv(nn.Module):
                               groups=radix * cardinality, bias=False)
         self.bn0 = norm_layer(radix * out_channels)
         self.act0 = nn.ReLU(inplace=True)
-        # the paper's code: max(in_channels * R / 4, 32) (reduction factor 4)
-        attn_channels = max(in_channels * radix // 4, 32)
+        # the paper's code: max(in_channels * R / 4, 32) (reduction factor 4); timm rounds to
+        # a multiple of 8 (the same for every ResNeSt of the paper)
+        attn_channels = make_divisible(in_channels * radix / 4, 8, min_value=32)
         if attn_channels % cardinality:
             raise ValueError(f"cardinality={cardinality} must divide the attention width {attn_channels}")
         self.attn = SplitAttention(out_channels, radix, cardinality, attn_channels, norm_layer)
