@@ -16,6 +16,15 @@ the plain loop over pixels that serves as the reference (there is no reference l
 RedNet (the official code: d-li14/involution, ``cls/mmcls/models/backbones/rednet.py``)
 is ResNet with each bottleneck's 3x3 convolution replaced by a 7x7 involution and the
 stem's middle 3x3 convolution by a 3x3 involution.
+
+Counts: ``rednet26/38/50`` have 9,233,166, 12,386,986 and 15,540,806 parameters, the
+official table's 9.23M, 12.39M and 15.54M (the paper's Table 2 rounds them to 9.2M, 12.4M,
+15.5M). Our ``count_macs`` gives 1.69, 2.17 and 2.65 GMACs at 224x224 against the
+table's 1.73, 2.22 and 2.71 "GFLOPs" (multiply-adds there): about 2.5% fewer. Ours counts
+the convolutions, the linear layer and involution's multiply-add (``C*K*K`` per pixel,
+through ``einsum``), nothing elementwise; the table's counter presumably also counts
+elementwise layers such as BN, ReLU and pooling (not checked: the official code does not
+say which counter it used).
 """
 from __future__ import annotations
 
