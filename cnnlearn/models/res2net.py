@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .layers import check_positive
 from .registry import register_model
-from .resnet import ResNet, ResNetConfig, _check_shortcut
+from .resnet import _TORCHVISION_RULES, ResNet, ResNetConfig, merge_shortcut, residual_tail
 from .weights import copy_weights, rename
 
 __all__ = ["Res2NetBottleneck", "res2net_config", "res2net50_26w_4s", "res2net29_cifar",
@@ -88,10 +88,7 @@ class Res2NetBottleneck(nn.Module):
         self.pool = nn.AvgPool2d(3, stride, padding=1) if self.is_first and scale > 1 else nn.Identity()
         self.conv3 = nn.Conv2d(width * scale, out_channels, 1, bias=False)  # -> (B, C_out, H/s, W/s)
         self.bn3 = norm_layer(out_channels)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
-        self.act = nn.ReLU(inplace=True)
-        self.residual = residual
+        residual_tail(self, in_channels, out_channels, stride, shortcut, residual, attn_layer)
 
     def zero_init_last(self) -> None:
         """Zero the last BN's scale: the block then starts as relu(shortcut(x))."""
@@ -114,10 +111,7 @@ class Res2NetBottleneck(nn.Module):
         return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.attn(self.bn3(self.conv3(self.multi_scale(x))))  # (B, C_out, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act(out)
+        return merge_shortcut(self, self.bn3(self.conv3(self.multi_scale(x))), x)  # (B, C_out, H/s, W/s)
 
 
 def res2net_config(layers: tuple[int, ...], width_per_group: int = 26, scale: int = 4, **kwargs) -> ResNetConfig:
@@ -153,16 +147,10 @@ def res2net29_cifar(num_classes: int = 10, width_per_group: int = 24, scale: int
 
 # --------------------------------------------------------------------------- weight copying
 
-# timm's res2net: ResNet's names (conv1/bn1 stem, layerN, downsample.{0,1}, fc); the block's
-# convs.i/bns.i keep their names.
+# timm's res2net: torchvision's ResNet names, and the block's convs.i/bns.i, which keep theirs.
 _TIMM_RULES = (
-    (r"conv1\.(\w+)", r"stem.conv.0.\1"),
-    (r"bn1\.(\w+)", r"stem.conv.1.\1"),
-    (r"layer(\d)\.(\d+)\.(conv\d|bn\d)\.(\w+)", r"stages.stage\1.\2.\3.\4"),
     (r"layer(\d)\.(\d+)\.(convs|bns)\.(\d+)\.(\w+)", r"stages.stage\1.\2.\3.\4.\5"),
-    (r"layer(\d)\.(\d+)\.downsample\.0\.(\w+)", r"stages.stage\1.\2.shortcut.conv.\3"),
-    (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", r"stages.stage\1.\2.shortcut.bn.\3"),
-    (r"fc\.(\w+)", r"head.fc.\1"),
+    *_TORCHVISION_RULES,  # the stem, the other layers, shortcuts and head as torchvision's ResNet
 )
 
 

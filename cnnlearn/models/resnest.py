@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from .layers import SqueezeExcite, check_divisible, check_positive, make_divisible
 from .registry import register_model
-from .resnet import ResNet, ResNetConfig, _check_shortcut
+from .resnet import _TIMM_RULES as _TIMM_RESNET_D_RULES
+from .resnet import ResNet, ResNetConfig, merge_shortcut, residual_tail
 from .weights import copy_weights, rename
 
 __all__ = ["SplitAttention", "SplitAttentionConv", "ResNeStBottleneck", "resnest_config",
@@ -179,9 +180,7 @@ class ResNeStBottleneck(nn.Module):
         self.pool = nn.AvgPool2d(3, stride, padding=1) if stride > 1 else nn.Identity()
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = norm_layer(out_channels)
-        self.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
-        self.act = nn.ReLU(inplace=True)
-        self.residual = residual
+        residual_tail(self, in_channels, out_channels, stride, shortcut, residual)
 
     def zero_init_last(self) -> None:
         """Zero the last BN's scale: the block then starts as relu(shortcut(x))."""
@@ -190,10 +189,7 @@ class ResNeStBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))       # (B, C_in, H, W) -> (B, width, H, W)
         out = self.pool(self.conv2(out))              # -> (B, width, H/s, W/s)
-        out = self.bn3(self.conv3(out))               # -> (B, C_out, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act(out)
+        return merge_shortcut(self, self.bn3(self.conv3(out)), x)  # -> (B, C_out, H/s, W/s)
 
 
 def resnest_config(layers: tuple[int, ...], radix: int = 2, cardinality: int = 1, width_per_group: int = 64,
@@ -271,18 +267,9 @@ def se_from_split_attention(sa: SplitAttention) -> SqueezeExcite:
 # timm's resnest*: deep stem conv1.{0,1,3,4,6} + bn1, layerN blocks with conv2 = SplitAttn
 # (conv, bn0, fc1, bn1, fc2), downsample.{1,2} after the average pool.
 _TIMM_RULES = (
-    (r"conv1\.0\.(\w+)", r"stem.conv1.0.\1"),
-    (r"conv1\.1\.(\w+)", r"stem.conv1.1.\1"),
-    (r"conv1\.3\.(\w+)", r"stem.conv2.0.\1"),
-    (r"conv1\.4\.(\w+)", r"stem.conv2.1.\1"),
-    (r"conv1\.6\.(\w+)", r"stem.conv3.0.\1"),
-    (r"bn1\.(\w+)", r"stem.conv3.1.\1"),
     (r"layer(\d)\.(\d+)\.conv2\.(conv|bn0)\.(\w+)", r"stages.stage\1.\2.conv2.\3.\4"),
     (r"layer(\d)\.(\d+)\.conv2\.(fc1|bn1|fc2)\.(\w+)", r"stages.stage\1.\2.conv2.attn.\3.\4"),
-    (r"layer(\d)\.(\d+)\.(conv[13]|bn[13])\.(\w+)", r"stages.stage\1.\2.\3.\4"),
-    (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", r"stages.stage\1.\2.shortcut.conv.\3"),
-    (r"layer(\d)\.(\d+)\.downsample\.2\.(\w+)", r"stages.stage\1.\2.shortcut.bn.\3"),
-    (r"fc\.(\w+)", r"head.fc.\1"),
+    *_TIMM_RESNET_D_RULES,  # the deep stem, the other layers, shortcuts and head as resnet50d's
 )
 
 

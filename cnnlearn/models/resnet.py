@@ -47,7 +47,7 @@ __all__ = [
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "plain20", "plain32", "plain44", "plain56", "plain110",
     "preact_resnet20", "preact_resnet56", "preact_resnet110", "resnet29_cifar",
-    "load_torchvision_resnet", "load_timm_resnet",
+    "load_torchvision_resnet", "load_timm_resnet", "residual_tail", "merge_shortcut",
 ]
 
 ModuleFactory = Callable[..., nn.Module]
@@ -170,6 +170,25 @@ def _check_shortcut(shortcut: nn.Module | None, in_channels: int, out_channels: 
                 f"changes the shape: pass shortcut=make_shortcut(...)")
         return nn.Identity()
     return shortcut
+
+
+def residual_tail(block: nn.Module, in_channels: int, out_channels: int, stride: int,
+                  shortcut: nn.Module | None, residual: bool, attn_layer: ModuleFactory | None = None) -> None:
+    """Give a residual block of another family (Res2Net, SK, ResNeSt) the same ending as
+    ours: ``attn`` (or the identity), the checked ``shortcut``, ``act`` and ``residual``;
+    its ``forward`` then ends with :func:`merge_shortcut`."""
+    block.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
+    block.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
+    block.act = nn.ReLU(inplace=True)
+    block.residual = residual
+
+
+def merge_shortcut(block: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``relu(attn(out) + shortcut(x))``, or ``relu(attn(out))`` for a plain block."""
+    out = block.attn(out)
+    if block.residual:
+        out = out + block.shortcut(x)
+    return block.act(out)
 
 
 class BasicBlock(nn.Module):

@@ -23,7 +23,7 @@ import torch.nn as nn
 from .layers import ConvBNAct, check_divisible, check_positive
 from .registry import register_model
 from .resnest import SplitAttention
-from .resnet import ResNet, ResNetConfig, _check_shortcut
+from .resnet import _TORCHVISION_RULES, ResNet, ResNetConfig, merge_shortcut, residual_tail
 from .weights import copy_weights, rename
 
 __all__ = ["SelectiveKernel", "SKBasicBlock", "SKBottleneck", "sk_attn_channels",
@@ -107,20 +107,14 @@ class SKBasicBlock(nn.Module):
                                      split_input=split_input, norm_layer=norm_layer)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = norm_layer(out_channels)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
-        self.act = nn.ReLU(inplace=True)
-        self.residual = residual
+        residual_tail(self, in_channels, out_channels, stride, shortcut, residual, attn_layer)
 
     def zero_init_last(self) -> None:
         """Zero the last BN's scale: the block then starts as relu(shortcut(x))."""
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.attn(self.bn2(self.conv2(self.conv1(x))))
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act(out)
+        return merge_shortcut(self, self.bn2(self.conv2(self.conv1(x))), x)
 
 
 class SKBottleneck(nn.Module):
@@ -152,10 +146,7 @@ class SKBottleneck(nn.Module):
                                      norm_layer=norm_layer)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = norm_layer(out_channels)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
-        self.act = nn.ReLU(inplace=True)
-        self.residual = residual
+        residual_tail(self, in_channels, out_channels, stride, shortcut, residual, attn_layer)
 
     def zero_init_last(self) -> None:
         """Zero the last BN's scale: the block then starts as relu(shortcut(x))."""
@@ -163,10 +154,7 @@ class SKBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.act(self.bn1(self.conv1(x))))  # (B, C_in, H, W) -> (B, width, H/s, W/s)
-        out = self.attn(self.bn3(self.conv3(out)))           # -> (B, C_out, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act(out)
+        return merge_shortcut(self, self.bn3(self.conv3(out)), x)  # -> (B, C_out, H/s, W/s)
 
 
 @register_model
@@ -203,8 +191,6 @@ def skresnet29_cifar(num_classes: int = 10, width_per_group: int = 64, zero_init
 # ConvBNAct's .0/.1, its attn.{fc_reduce,bn,fc_select} our SplitAttention's fc1/bn1/fc2;
 # skresnet18's conv2 is a ConvNormAct, ours a conv and bn2.
 _TIMM_RULES = (
-    (r"conv1\.(\w+)", r"stem.conv.0.\1"),
-    (r"bn1\.(\w+)", r"stem.conv.1.\1"),
     (r"layer(\d)\.(\d+)\.(conv[12])\.paths\.(\d)\.conv\.(\w+)", r"stages.stage\1.\2.\3.paths.\4.0.\5"),
     (r"layer(\d)\.(\d+)\.(conv[12])\.paths\.(\d)\.bn\.(\w+)", r"stages.stage\1.\2.\3.paths.\4.1.\5"),
     (r"layer(\d)\.(\d+)\.(conv[12])\.attn\.fc_reduce\.(\w+)", r"stages.stage\1.\2.\3.attn.fc1.\4"),
@@ -216,9 +202,7 @@ _TIMM_RULES = (
     (r"layer(\d)\.(\d+)\.conv2\.bn\.(\w+)", r"stages.stage\1.\2.bn2.\3"),
     (r"layer(\d)\.(\d+)\.conv3\.conv\.(\w+)", r"stages.stage\1.\2.conv3.\3"),
     (r"layer(\d)\.(\d+)\.conv3\.bn\.(\w+)", r"stages.stage\1.\2.bn3.\3"),
-    (r"layer(\d)\.(\d+)\.downsample\.0\.(\w+)", r"stages.stage\1.\2.shortcut.conv.\3"),
-    (r"layer(\d)\.(\d+)\.downsample\.1\.(\w+)", r"stages.stage\1.\2.shortcut.bn.\3"),
-    (r"fc\.(\w+)", r"head.fc.\1"),
+    *_TORCHVISION_RULES,  # the stem, shortcuts and head as torchvision's ResNet
 )
 
 
