@@ -20,7 +20,9 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["confusion_matrix", "pixel_accuracy", "iou_per_class", "mean_iou"]
+__all__ = ["confusion_matrix", "pixel_accuracy", "iou_per_class", "mean_iou", "IGNORE_INDEX"]
+
+IGNORE_INDEX = 255  # the mask value of pixels that have no label (VOC's borders, a crop's padding)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -62,6 +64,11 @@ def _matrix(cm: torch.Tensor) -> torch.Tensor:
     cm = V.tensor("cm", cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square confusion matrix (K, K), got shape {tuple(cm.shape)}")
+    if cm.is_floating_point() and not torch.isfinite(cm).all():
+        raise ValueError("cm holds NaN or infinite counts; build it with confusion_matrix(pred, target, K)")
+    if (cm < 0).any():
+        raise ValueError("cm holds negative counts; a confusion matrix counts pixels (build it with "
+                         "confusion_matrix(pred, target, K))")
     return cm.double()
 
 

@@ -70,3 +70,11 @@ def test_bad_arguments():
         confusion_matrix(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), 3)
     with pytest.raises(ValueError, match="square"):
         mean_iou(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="negative"):
+        mean_iou(torch.tensor([[1, -1], [0, 2]]))
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_accuracy(torch.tensor([[1.0, float("nan")], [0.0, 2.0]]))
+    with pytest.raises(ValueError, match="num_classes"):  # mismatched class counts
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1]), 0)
