@@ -793,24 +793,22 @@ def _ch08_no_gridding(answer):
 @exercise("ch08.iou",
           "A segmentation network's confusion matrix on three classes (rows: true class, columns: predicted) is "
           "[[50, 2, 3], [4, 20, 1], [6, 0, 14]]. What is the IoU of class 2?",
-          reference=0.56)
+          reference=7 / 12)
 def _ch08_iou(answer):
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
         answer = answer.item()
     if isinstance(answer, bool) or not isinstance(answer, (int, float)):
         return False, f"give a number between 0 and 1, not a {type(answer).__name__}"
-    hints = {14 / 20: "that is class 2's row and column summed without removing the diagonal once... "
-                      "the union counts the intersection once: row + column - diagonal.",
-             14 / 21: "that is recall (diagonal / row sum): the IoU's union also has the pixels wrongly "
+    if abs(answer - 14 / 24) < 1e-3:
+        return True, "14 / (20 + 18 - 14) = 7/12."
+    if answer > 1:
+        return False, "an IoU lies between 0 and 1 (not in percent)."
+    hints = {14 / 20: "that is recall (diagonal / row sum): the IoU's union also has the pixels wrongly "
                       "predicted as class 2 (its column).",
              14 / 18: "that is precision (diagonal / column sum): the IoU's union also has the class-2 pixels "
                       "predicted as something else (its row).",
              84 / 100: "that is the pixel accuracy of all classes; the question asks for class 2's IoU.",
-             14 / 39: "the union counts the 14 correct pixels once: 21 + 18 - 14, not 21 + 18."}
-    if abs(answer - 0.56) < 1e-3:
-        return True, "14 / (21 + 18 - 14) = 0.56."
-    if answer > 1:
-        return False, "an IoU lies between 0 and 1 (not in percent)."
+             14 / 38: "the union counts the 14 correct pixels once: row + column - diagonal, not row + column."}
     for value, hint in hints.items():
         if abs(answer - value) < 1e-3:
             return False, hint
