@@ -199,7 +199,7 @@ _TRAIN_RULES = {
 
 @dataclass
 class History:
-    """Per-epoch record of a run (lists of equal length, one entry per epoch)."""
+    """Per-epoch record of a run (lists of one entry per epoch; ``test_miou`` only for segmentation)."""
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -208,8 +208,9 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # learning rate at the end of the epoch
     epoch_time: list[float] = field(default_factory=list)  # seconds of training (evaluation excluded)
-    # Segmentation data only (empty otherwise): mean IoU on the test split per epoch;
-    # train_acc and test_acc are then pixel accuracies.
+    # Segmentation data only: mean IoU on the test split per epoch (train_acc and test_acc
+    # are then pixel accuracies). Empty for image classification, whose checkpoints
+    # written before this field existed still load.
     test_miou: list[float] = field(default_factory=list)
 
     def append(self, **values: float) -> None:
@@ -226,7 +227,7 @@ class History:
     def __repr__(self) -> str:
         if not self.epoch:
             return "History(empty)"
-        miou = f", test mIoU {self.test_miou[-1]:.2%}" if self.test_miou else ""
+        miou = f", test mIoU {self.test_miou[-1]:.2%}" if self.test_miou and not math.isnan(self.test_miou[-1]) else ""
         return (f"History({len(self.epoch)} epochs: train loss {self.train_loss[-1]:.3f}, "
                 f"test accuracy {self.test_acc[-1]:.2%}{miou}, {sum(self.epoch_time):.0f} s)")
 
