@@ -651,6 +651,26 @@ EXERCISES.update({
 })
 
 
+# --------------------------------------------------------------------------- chapter 10
+
+EXERCISES.update({
+    "ch10.scaled_lr": (1.0, [(0.5, "paper's base"), (0.16, "upside down"), (0.6325, "square-root"),
+                             (0.4, "changes the rate"), (2.0, "ratio of the batch sizes"), ("1.0", "give a number")]),
+    "ch10.mixup_target": ((0, 0, 0, 0.7, 0, 0, 0, 0, 0.3, 0), [
+        ((0, 0, 0, 0.3, 0, 0, 0, 0, 0.7, 0), "swapped"), ((0, 0, 0, 1, 0, 0, 0, 0, 0, 0), "one-hot label alone"),
+        ((0, 0, 0, 0.5, 0, 0, 0, 0, 0.5, 0), "not half and half"),
+        ((0, 0, 0.7, 0, 0, 0, 0, 0.3, 0, 0), "counted from 0"), ((0.7, 0.3), "10 of them"),
+        ((0, 0, 0, 0.7, 0, 0, 0, 0, 0.2, 0), "sums to"), ("0.7", "give 10 numbers")]),
+    "ch10.smoothed_target": ((0.04, 0.84, 0.04, 0.04, 0.04), [
+        ((0.05, 0.8, 0.05, 0.05, 0.05), "paper's form"), ((0.04, 0.8, 0.04, 0.04, 0.04), "its share"),
+        ((0, 0.8, 0, 0, 0), "not dropped"), ((0.84, 0.04, 0.04, 0.04, 0.04), "counted from 0"),
+        ((0.1, 0.6, 0.1, 0.1, 0.1), "from the formula")]),
+    "ch10.distill_loss": (1.3975, [(1.3975 / 16, "KL divergence alone"), (1.5248, "other way round"),
+                                   (0.9555, "at T = 1"), (16 * 0.9555, "divided by T"), (0.0, "soften both"),
+                                   ("1.4", "give a number")]),
+})
+
+
 def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
     assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))).passed is True
     assert "a tie" in capsys.readouterr().out
