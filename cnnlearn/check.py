@@ -734,6 +734,87 @@ def _ch06_gate_variant(answer):
                   f"Read it against the question the solution discusses: what would it take to see a difference?")
 
 
+# --------------------------------------------------------------------------- chapter 8
+
+
+@exercise("ch08.dilated_rf",
+          "Three stride-1 convolutions are stacked: 3x3 with dilation 1, 3x3 with dilation 2, then 5x5 with "
+          "dilation 3. How wide is the receptive field of one output pixel, in input pixels?",
+          reference=19)
+def _ch08_dilated_rf(answer):
+    return _number(answer, 19, {
+        11: "a dilated kernel spans d*(k-1) + 1 pixels: multiply each layer's k - 1 by its dilation.",
+        13: "the last layer is 5x5: it adds d*(5-1) pixels, not d*(3-1).",
+        9: "each layer adds d*(k-1) to the receptive field; adding the kernel sizes ignores the dilations.",
+        23: "the layers' spans overlap by one pixel each: 1 + sum of d*(k-1), not the sum of the spans.",
+        21: "each layer adds d*(k-1) to the receptive field, starting from 1 pixel: 1 + 2 + 4 + 12.",
+    }, " pixels")
+
+
+@exercise("ch08.transposed_size",
+          "nn.ConvTranspose2d(16, 8, kernel_size=5, stride=3, padding=1, output_padding=2) is applied to a 7x7 "
+          "map. How wide is its output?",
+          reference=23)
+def _ch08_transposed_size(answer):
+    return _number(answer, 23, {
+        21: "output_padding adds its pixels to one side of the output: + output_padding.",
+        2: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
+        25: "padding crops padding pixels on each side: subtract 2*padding.",
+        24: "padding crops padding pixels on each side: subtract 2*padding, not padding once.",
+        26: "the input has 7 pixels, so 6 gaps of stride 3 between them: (size - 1) * stride.",
+        22: "the kernel adds kernel_size - 1 pixels and the formula ends with + 1.",
+    }, " pixels")
+
+
+@exercise("ch08.no_gridding",
+          "Choose dilation rates (r1, r2, r3) for three stride-1 3x3 convolutions so that the receptive field is "
+          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).")
+def _ch08_no_gridding(answer):
+    from .dilation import covered_fraction, dilated_footprint
+
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 3
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in answer)):
+        return False, "answer with three ints >= 1, the dilations of the first, second and third layer."
+    rf = 1 + 2 * sum(answer)
+    if rf < 17:
+        return False, (f"rates {tuple(answer)} give a receptive field of {rf} pixels (1 + 2 * the sum of the "
+                       f"rates); it must be at least 17.")
+    fraction = covered_fraction(dilated_footprint(answer))
+    if fraction < 1:
+        from math import gcd
+        common = gcd(*answer)
+        why = (f" All three have the common factor {common}: only every {common}th pixel can be reached."
+               if common > 1 else " Wang et al.'s rule of thumb: the rates must not share a common factor, and "
+                                  "the largest gap after two layers must not exceed the kernel size.")
+        return False, f"rates {tuple(answer)} reach only {fraction:.0%} of their receptive field.{why}"
+    return True, f"receptive field {rf} pixels, fully covered."
+
+
+@exercise("ch08.iou",
+          "A segmentation network's confusion matrix on three classes (rows: true class, columns: predicted) is "
+          "[[50, 2, 3], [4, 20, 1], [6, 0, 14]]. What is the IoU of class 2?",
+          reference=7 / 12)
+def _ch08_iou(answer):
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        return False, f"give a number between 0 and 1, not a {type(answer).__name__}"
+    if abs(answer - 14 / 24) < 1e-3:
+        return True, "14 / (20 + 18 - 14) = 7/12."
+    if answer > 1:
+        return False, "an IoU lies between 0 and 1 (not in percent)."
+    hints = {14 / 20: "that is recall (diagonal / row sum): the IoU's union also has the pixels wrongly "
+                      "predicted as class 2 (its column).",
+             14 / 18: "that is precision (diagonal / column sum): the IoU's union also has the class-2 pixels "
+                      "predicted as something else (its row).",
+             84 / 100: "that is the pixel accuracy of all classes; the question asks for class 2's IoU.",
+             14 / 38: "the union counts the 14 correct pixels once: row + column - diagonal, not row + column."}
+    for value, hint in hints.items():
+        if abs(answer - value) < 1e-3:
+            return False, hint
+    return False, "intersection: the diagonal entry; union: the row sum + the column sum - the diagonal entry."
+
+
 # --------------------------------------------------------------------------- chapter 9
 
 

@@ -678,6 +678,17 @@ def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
     assert "as you predicted" in capsys.readouterr().out
 
 
+EXERCISES.update({
+    "ch08.dilated_rf": (19, [(11, "multiply"), (13, "5x5"), (9, "ignores the dilations"), (23, "overlap"),
+                             (21, "starting from 1"), (40, "too large"), ("19", "give a number")]),
+    "ch08.transposed_size": (23, [(21, "output_padding"), (2, "ordinary"), (25, "2*padding"), (24, "not padding once"),
+                                  (26, "6 gaps"), (22, "+ 1"), (30, "too large")]),
+    "ch08.no_gridding": ((1, 2, 5), [((2, 2, 4), "common factor"), ((1, 2, 3), "at least 17"),
+                                     ((1, 1, 7), "rule of thumb"), ((1, 2), "three ints"), ((0, 4, 5), "three ints")]),
+    "ch08.iou": (7 / 12, [(14 / 20, "recall"), (14 / 18, "precision"), (0.84, "pixel accuracy"), (58, "percent"),
+                          (14 / 38, "once"), ("0.58", "a number"), (0.3, "union")]),
+})
+
 def test_every_exercise_has_a_reference_and_a_wrong_answer():
     missing = sorted(set(list_exercises()) - set(EXERCISES))
     assert not missing, f"add a reference and a wrong answer for {missing} to tests/test_check.py"
