@@ -582,6 +582,67 @@ EXERCISES.update({
 # --------------------------------------------------------------------------- chapter 4
 
 
+# --------------------------------------------------------------------------- chapter 3
+
+
+class FourPathsOK(nn.Module):
+    def __init__(self, channels, width, groups=4, padding=1, residual=True, bias=False):
+        super().__init__()
+        mid = 4 * width
+        self.conv1, self.bn1 = nn.Conv2d(channels, mid, 1, bias=bias), nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, padding=padding, groups=groups, bias=bias)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, channels, 1, bias=bias), nn.BatchNorm2d(channels)
+        self.residual = residual
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + x if self.residual else out)
+
+
+class FourPathsUngrouped(FourPathsOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, groups=1)
+
+
+class FourPathsNoPadding(FourPathsOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, padding=0)
+
+
+class FourPathsNoShortcut(FourPathsOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, residual=False)
+
+
+class FourPathsBias(FourPathsOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, bias=True)
+
+
+EXERCISES.update({
+    "ch03.resnext_block_params": (141_824, [
+        (140_288, "add the BatchNorms"), (141_056, "two parameters per channel"),
+        (280_064, "grouped"), (150_000, "too large"), ("141824", "give a number"),
+    ]),
+    "ch03.dense_input_channels": (544, [
+        (576, "not its own output"), (256, "the block's input"), (928, "halves"), (800, "after block 2"),
+        (128, "bottleneck"), (600, "too large"),
+    ]),
+    "ch03.harmonic_sources": ((11, 10, 8), [
+        ((11, 10, 8, 4), "would need 8 to divide 12"), ((11, 10, 8, 4, 0), "only for the powers of two"),
+        (tuple(range(12)), "dense block"), ((11,), "odd layers"), ((11, 9), "every power of two"),
+        ("11, 10, 8", "tuple of layer numbers"),
+    ]),
+    "ch03.grouped_form": (FourPathsOK, [
+        (FourPathsUngrouped, "groups=4"), (FourPathsNoPadding, "padding=1"), (FourPathsNoShortcut, "differs"),
+        (FourPathsBias, "no biases"), (FourPathsOK(8, 2), "the class itself"),
+    ]),
+})
+
+
 class FactorizedOK(nn.Module):
     def __init__(self, in_channels, out_channels, n, kernels=None, padding=True, bias=False, eps=1e-3, mid_relu=True):
         super().__init__()
