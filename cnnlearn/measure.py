@@ -645,7 +645,8 @@ def profile_by_kind(
     model: nn.Module, input_size: Sequence[int] = (3, 224, 224), passes: int = 20, threads: int | None = 1,
     warmup: int = 1, kinds: Mapping[str, Sequence[str]] = OPERATOR_KINDS,
 ) -> OperatorProfile:
-    """Profile a forward pass on the CPU and split its time by operator kind.
+    """Profile a forward pass on the model's device (CPU or CUDA) and split its time by
+    operator kind.
 
     PyTorch's profiler records each operator with its *self* time, the time spent in the
     operator and not in the operators it calls, so self times add up to the whole pass
@@ -654,7 +655,8 @@ def profile_by_kind(
     profiler's own messages are silenced; warnings from the model show in the warm-up pass.
 
     Args:
-        model: the network, on the CPU; its train/eval mode is restored afterwards.
+        model: the network, on the CPU or a CUDA GPU (then the times are the GPU kernels'
+            times); its train/eval mode is restored afterwards.
         input_size: one input without the batch dimension (batch size 1).
         passes: profiled forward passes; times are per pass (their mean).
         threads: CPU threads for the measurement, restored afterwards (None: the current
@@ -671,10 +673,14 @@ def profile_by_kind(
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ValueError(f"threads must be an int >= 1 or None (keep the current number), got {threads!r}")
     x = _example_input(model, input_size)
-    if x.device.type != "cpu":
-        raise ValueError(f"profile_by_kind measures CPU time, but the model is on {x.device}; "
+    on_cuda = x.device.type == "cuda"
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"profile_by_kind measures CPU or CUDA time, but the model is on {x.device}; "
                          f"profile a CPU copy, e.g. copy.deepcopy(model).cpu()")
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_cuda else [ProfilerActivity.CPU]
 
     old_threads = torch.get_num_threads()
     threads = threads or old_threads
@@ -685,15 +691,25 @@ def profile_by_kind(
         with torch.inference_mode():
             for _ in range(warmup):
                 model(x)
-            with _quiet_profiler(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            if on_cuda:
+                torch.cuda.synchronize(x.device)  # the warm-up's kernels finish outside the profile
+            with _quiet_profiler(), profile(activities=activities) as prof:
                 for _ in range(passes):
                     model(x)
+                if on_cuda:
+                    torch.cuda.synchronize(x.device)
             events = prof.key_averages()
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
-    # self_cpu_time_total is in microseconds, summed over all passes.
-    times = [(e.key, e.self_cpu_time_total / 1e3 / passes, e.count / passes) for e in events]
+    # Self times are in microseconds, summed over all passes. On CUDA an operator's self
+    # device time is the time of the kernels it launched; the kernels also appear as rows
+    # of their own (device_type CUDA), which are skipped so that no time counts twice.
+    if on_cuda:
+        times = [(e.key, e.self_device_time_total / 1e3 / passes, e.count / passes)
+                 for e in events if e.device_type == DeviceType.CPU]
+    else:
+        times = [(e.key, e.self_cpu_time_total / 1e3 / passes, e.count / passes) for e in events]
     total = sum(t for _, t, _ in times)
     if total <= 0:
         raise ValueError("the profiler recorded no operator time; does the model run any PyTorch operators?")

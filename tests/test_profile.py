@@ -107,5 +107,14 @@ def test_profile_by_kind_rejects_bad_arguments():
         profile_by_kind(_small_net(), (3, 8, 8), passes=0)
     with pytest.raises(ValueError, match="threads must be an int >= 1 or None"):
         profile_by_kind(_small_net(), (3, 8, 8), threads=0)
-    with pytest.raises(ValueError, match="measures CPU time, but the model is on meta"):
+    with pytest.raises(ValueError, match="measures CPU or CUDA time, but the model is on meta"):
         profile_by_kind(nn.Linear(2, 2, device="meta"), (2,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_profile_by_kind_on_cuda_counts_kernel_time_once():
+    # On a GPU the shares are of kernel time; kernel rows are not added to their operators'.
+    prof = profile_by_kind(_small_net().cuda(), (3, 16, 16), passes=3)
+    assert abs(sum(prof.shares.values()) - 1) < 1e-6
+    assert prof.shares["convolution"] > 0
+    assert all(not op.name.startswith(("void ", "sm", "ampere", "cudnn")) for op in prof.operators)

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
-from .layers import check_images, check_positive
+from .layers import check_images, check_positive, init_he
 from .registry import register_model
 from .weights import copy_weights, rename
 
@@ -227,11 +227,8 @@ class DenseNet(nn.Module):
             flatten=nn.Flatten(),
             fc=nn.Linear(c, num_classes),
         ))
-        for m in self.modules():  # as torchvision
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_he(self, mode="fan_in")  # as torchvision's DenseNet
+        nn.init.zeros_(self.head.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, num_features, H/32, W/32)`` (``H/4`` on CIFAR)."""

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import register_model
-from .layers import ConvBNAct, check_images, check_positive
+from .layers import ConvBNAct, check_images, check_positive, init_he
 from .weights import copy_weights, rename
 
 # Kept for modules that imported the private names.
@@ -522,12 +522,7 @@ class ResNet(nn.Module):
     def _init_weights(self, zero_init_residual: bool) -> None:
         # He initialisation for ReLU networks (He et al. 2015, arXiv:1502.01852), fan_out
         # mode as torchvision; BN starts as the identity map.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he(self)
         if zero_init_residual:
             # Zero gamma (Goyal et al. 2017): each block starts as its shortcut, so a deep
             # network starts as a shallow one and the signal passes unchanged at first.

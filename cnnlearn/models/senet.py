@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_model
-from .layers import SqueezeExcite
+from .layers import SqueezeExcite, init_he
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .weights import copy_weights, rename
 
@@ -147,9 +147,7 @@ class MaxSqueezeExcite(SqueezeExcite):
 def _init_like_resnet(module: nn.Module) -> None:
     # The rule ResNet applies to every convolution, the standard SE units' included
     # (He initialisation, fan_out), so that the placements start alike.
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    init_he(module)
 
 
 def se_resnet(config: ResNetConfig, num_classes: int = 1000, reduction: int = 16,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import check_images, check_positive
+from .layers import check_images, check_positive, init_he
 from .registry import register_model
 from .resnet import Bottleneck, ResNet, ResNetConfig
 
@@ -128,9 +128,7 @@ class WideResNet(nn.Module):
             flatten=nn.Flatten(),
             fc=nn.Linear(channels, num_classes),
         ))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_he(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, 32, 32) -> (B, 64k, 8, 8)``."""
