@@ -470,11 +470,12 @@ def _ch03_four_paths_reference(channels: int, width: int, seed: int) -> nn.Modul
     return randomize_batchnorm(ResNeXtPaths(channels, channels, cardinality=4, width=width), seed=seed).eval()
 
 
-@exercise("ch03.grouped_form",
-          "Write an nn.Module class FourPaths(channels, width): the grouped form of a 4-path ResNeXt block "
-          "(1x1 to 4*width, BN, ReLU; 3x3 with 4 groups, BN, ReLU; 1x1 back, BN; + input; ReLU), no biases, "
-          "layers defined in this order.")
-def _ch03_grouped_form(cls):
+@exercise("ch03.concat_form",
+          "Write an nn.Module class EarlyConcat(channels, width): form (b) of a 4-path ResNeXt block. Four paths "
+          "in an nn.ModuleList, each 1x1 conv (channels -> width), BN, ReLU, 3x3 conv (width -> width, padding 1), "
+          "BN, ReLU; their outputs concatenated to 4*width channels; one 1x1 conv back to channels, BN; + input; "
+          "ReLU. No biases; layers defined in this order.")
+def _ch03_concat_form(cls):
     from .models.resnext import convert_block
 
     if problem := _not_a_module_class(cls):
@@ -483,40 +484,41 @@ def _ch03_grouped_form(cls):
         ours = cls(channels, width).eval()
         convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
         bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
-        if len(convs) != 3 or len(bns) != 3:
-            return False, (f"FourPaths({channels}, {width}) has {len(convs)} nn.Conv2d and {len(bns)} nn.BatchNorm2d; "
-                           "the grouped form has three of each.")
+        if len(convs) != 9 or len(bns) != 9:
+            return False, (f"EarlyConcat({channels}, {width}) has {len(convs)} nn.Conv2d and {len(bns)} "
+                           "nn.BatchNorm2d; form (b) has nine of each (two per path, one after the concatenation).")
         if any(c.bias is not None for c in convs):
             return False, "no biases (bias=False): each convolution is followed by a BatchNorm."
-        if convs[1].groups != 4:
-            return False, (f"the 3x3 convolution must have groups=4 (one group per path); it has "
-                           f"groups={convs[1].groups}.")
+        if any(c.groups != 1 for c in convs):
+            return False, "no grouped convolution in form (b): the paths are separate modules."
         shapes = [tuple(c.weight.shape) for c in convs]
-        mid = 4 * width
-        expected = [(mid, channels, 1, 1), (mid, width, 3, 3), (channels, mid, 1, 1)]
+        expected = [(width, channels, 1, 1), (width, width, 3, 3)] * 4 + [(channels, 4 * width, 1, 1)]
         if shapes != expected:
-            return False, f"the convolutions' weights should have shapes {expected}; yours are {shapes}."
-        grouped = convert_block(_ch03_four_paths_reference(channels, width, seed=channels), "grouped")
+            return False, (f"the convolutions' weights, in the order they are defined, should have shapes "
+                           f"{expected}; yours are {shapes}.")
+        reference = convert_block(_ch03_four_paths_reference(channels, width, seed=channels), "concat").eval()
+        ref_convs = [m for m in reference.modules() if isinstance(m, nn.Conv2d)]
+        ref_bns = [m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)]
         with torch.no_grad():
-            for mine, theirs in zip(convs + bns, (grouped.conv1, grouped.conv2, grouped.conv3,
-                                                  grouped.bn1, grouped.bn2, grouped.bn3)):
+            for mine, theirs in zip(convs + bns, ref_convs + ref_bns):
                 mine.load_state_dict(theirs.state_dict())
             x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
             try:
                 out = ours(x)
             except RuntimeError as error:
-                return False, (f"FourPaths({channels}, {width}) fails on a ({channels}, {size}, {size}) input "
-                               f"({str(error)[:80]}): the 3x3 convolution needs padding=1 to keep the map's "
-                               "size for the addition.")
-            expected_out = _ch03_four_paths_reference(channels, width, seed=channels)(x)
+                return False, (f"EarlyConcat({channels}, {width}) fails on a ({channels}, {size}, {size}) input "
+                               f"({str(error)[:80]}): the 3x3 convolutions need padding=1, and the paths are "
+                               "concatenated along the channels (dim=1).")
+            expected_out = reference(x)
         if tuple(out.shape) != tuple(expected_out.shape):
             return False, (f"the output has shape {tuple(out.shape)}, expected {tuple(expected_out.shape)}: "
-                           "the 3x3 convolution needs padding=1.")
+                           "the 3x3 convolutions need padding=1.")
         if not torch.allclose(out, expected_out, atol=1e-4):
-            return False, ("the output differs from the 4-path block's with the same weights: "
-                           "relu(bn1(conv1 x)), relu(bn2(conv2 .)), bn3(conv3 .), add x, then relu.")
-    return True, ("your grouped block computes what 4 separate paths summed compute, with 3 convolutions "
-                  "instead of 13.")
+            return False, ("the output differs from the 4-path block's with the same weights: each path "
+                           "relu(bn2(conv2 relu(bn1(conv1 x)))), concatenated along dim 1, then bn3(conv3 .), "
+                           "add x, then relu.")
+    return True, ("your block computes what 4 separate paths summed compute (form a), with one 1x1 "
+                  "convolution after the concatenation instead of four.")
 
 
 # --------------------------------------------------------------------------- chapter 4

@@ -585,41 +585,40 @@ EXERCISES.update({
 # --------------------------------------------------------------------------- chapter 3
 
 
-class FourPathsOK(nn.Module):
-    def __init__(self, channels, width, groups=4, padding=1, residual=True, bias=False):
+class EarlyConcatOK(nn.Module):
+    def __init__(self, channels, width, padding=1, residual=True, bias=False, dim=1):
         super().__init__()
-        mid = 4 * width
-        self.conv1, self.bn1 = nn.Conv2d(channels, mid, 1, bias=bias), nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, mid, 3, padding=padding, groups=groups, bias=bias)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3, self.bn3 = nn.Conv2d(mid, channels, 1, bias=bias), nn.BatchNorm2d(channels)
-        self.residual = residual
+        self.paths = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=bias), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=padding, bias=bias), nn.BatchNorm2d(width), nn.ReLU())
+            for _ in range(4))
+        self.conv3, self.bn3 = nn.Conv2d(4 * width, channels, 1, bias=bias), nn.BatchNorm2d(channels)
+        self.residual, self.dim = residual, dim
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.bn3(self.conv3(torch.cat([path(x) for path in self.paths], self.dim)))
         return torch.relu(out + x if self.residual else out)
 
 
-class FourPathsUngrouped(FourPathsOK):
-    def __init__(self, channels, width):
-        super().__init__(channels, width, groups=1)
-
-
-class FourPathsNoPadding(FourPathsOK):
+class EarlyConcatNoPadding(EarlyConcatOK):
     def __init__(self, channels, width):
         super().__init__(channels, width, padding=0)
 
 
-class FourPathsNoShortcut(FourPathsOK):
+class EarlyConcatNoShortcut(EarlyConcatOK):
     def __init__(self, channels, width):
         super().__init__(channels, width, residual=False)
 
 
-class FourPathsBias(FourPathsOK):
+class EarlyConcatBias(EarlyConcatOK):
     def __init__(self, channels, width):
         super().__init__(channels, width, bias=True)
+
+
+class EarlyConcatSummed(EarlyConcatOK):
+    def forward(self, x):
+        out = sum(self.bn3(self.conv3(torch.cat([path(x)] * 4, 1))) for path in self.paths) / 4
+        return torch.relu(out + x)
 
 
 EXERCISES.update({
@@ -636,9 +635,9 @@ EXERCISES.update({
         (tuple(range(12)), "dense block"), ((11,), "odd layers"), ((11, 9), "every power of two"),
         ("11, 10, 8", "tuple of layer numbers"),
     ]),
-    "ch03.grouped_form": (FourPathsOK, [
-        (FourPathsUngrouped, "groups=4"), (FourPathsNoPadding, "padding=1"), (FourPathsNoShortcut, "differs"),
-        (FourPathsBias, "no biases"), (FourPathsOK(8, 2), "the class itself"),
+    "ch03.concat_form": (EarlyConcatOK, [
+        (EarlyConcatNoPadding, "padding=1"), (EarlyConcatNoShortcut, "differs"), (EarlyConcatBias, "no biases"),
+        (EarlyConcatSummed, "differs"), (EarlyConcatOK(8, 2), "the class itself"),
     ]),
 })
 
