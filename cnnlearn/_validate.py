@@ -495,10 +495,12 @@ def check_classifier(model: nn.Module, data: Any, autocast: torch.dtype | None =
     if len(loader) == 0:
         raise ValueError(f"data.train yields no batches ({loader.num_samples} images, batch_size={loader.batch_size}, "
                          f"drop_last={loader.drop_last}); use a smaller batch_size")
+    masks = bool(getattr(loader, "has_masks", False))
     for split in (data.train, data.test):
-        if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < num_classes:
+        labels = split.labels[split.labels != 255] if masks else split.labels  # 255: unlabelled pixels
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
             raise ValueError(f"the labels of the data must lie in [0, {num_classes}) for its {num_classes} classes, "
-                             f"got [{int(split.labels.min())}, {int(split.labels.max())}]")
+                             f"got [{int(labels.min())}, {int(labels.max())}]")
     x = loader.normalize(loader.images[:2])  # (2, C, H, W) float32, as the batches are
     name, was_training = type(model).__name__, model.training
     model.eval()
@@ -513,7 +515,14 @@ def check_classifier(model: nn.Module, data: Any, autocast: torch.dtype | None =
                          f"{x.device} in {precision}: {type(e).__name__}: {e}") from e
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):
+    if masks:
+        size = tuple(loader.labels.shape[-2:])
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or len(out) != len(x) or tuple(out.shape[-2:]) != size:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"{name} must return per-pixel logits of shape (B, {num_classes}, {size[0]}, {size[1]}) "
+                             f"for this segmentation data, got {shape} for a batch of {len(x)}; use a segmentation "
+                             f"network (e.g. fcn8s_small) that upsamples its scores to the input size")
+    elif not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name} must return logits of shape (B, {num_classes}), got {shape} for a batch of "
                          f"{len(x)}; end the network with a head such as nn.Flatten() and nn.Linear(..., {num_classes})")

@@ -858,6 +858,87 @@ def _ch06_gate_variant(answer):
                   f"Read it against the question the solution discusses: what would it take to see a difference?")
 
 
+# --------------------------------------------------------------------------- chapter 8
+
+
+@exercise("ch08.dilated_rf",
+          "Three stride-1 convolutions are stacked: 3x3 with dilation 1, 3x3 with dilation 2, then 5x5 with "
+          "dilation 3. How wide is the receptive field of one output pixel, in input pixels?",
+          reference=19)
+def _ch08_dilated_rf(answer):
+    return _number(answer, 19, {
+        11: "a dilated kernel spans d*(k-1) + 1 pixels: multiply each layer's k - 1 by its dilation.",
+        13: "the last layer is 5x5: it adds d*(5-1) pixels, not d*(3-1).",
+        9: "each layer adds d*(k-1) to the receptive field; adding the kernel sizes ignores the dilations.",
+        23: "the layers' spans overlap by one pixel each: 1 + sum of d*(k-1), not the sum of the spans.",
+        21: "each layer adds d*(k-1) to the receptive field, starting from 1 pixel: 1 + 2 + 4 + 12.",
+    }, " pixels")
+
+
+@exercise("ch08.transposed_size",
+          "nn.ConvTranspose2d(16, 8, kernel_size=5, stride=3, padding=1, output_padding=2) is applied to a 7x7 "
+          "map. How wide is its output?",
+          reference=23)
+def _ch08_transposed_size(answer):
+    return _number(answer, 23, {
+        21: "output_padding adds its pixels to one side of the output: + output_padding.",
+        2: "that is the ordinary convolution's formula; a transposed convolution enlarges its input.",
+        25: "padding crops padding pixels on each side: subtract 2*padding.",
+        24: "padding crops padding pixels on each side: subtract 2*padding, not padding once.",
+        26: "the input has 7 pixels, so 6 gaps of stride 3 between them: (size - 1) * stride.",
+        22: "the kernel adds kernel_size - 1 pixels and the formula ends with + 1.",
+    }, " pixels")
+
+
+@exercise("ch08.no_gridding",
+          "Choose dilation rates (r1, r2, r3) for three stride-1 3x3 convolutions so that the receptive field is "
+          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).")
+def _ch08_no_gridding(answer):
+    from .dilation import covered_fraction, dilated_footprint
+
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 3
+            and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in answer)):
+        return False, "answer with three ints >= 1, the dilations of the first, second and third layer."
+    rf = 1 + 2 * sum(answer)
+    if rf < 17:
+        return False, (f"rates {tuple(answer)} give a receptive field of {rf} pixels (1 + 2 * the sum of the "
+                       f"rates); it must be at least 17.")
+    fraction = covered_fraction(dilated_footprint(answer))
+    if fraction < 1:
+        from math import gcd
+        common = gcd(*answer)
+        why = (f" All three have the common factor {common}: only every {common}th pixel can be reached."
+               if common > 1 else " Wang et al.'s rule of thumb: the rates must not share a common factor, and "
+                                  "the largest gap after two layers must not exceed the kernel size.")
+        return False, f"rates {tuple(answer)} reach only {fraction:.0%} of their receptive field.{why}"
+    return True, f"receptive field {rf} pixels, fully covered."
+
+
+@exercise("ch08.iou",
+          "A segmentation network's confusion matrix on three classes (rows: true class, columns: predicted) is "
+          "[[50, 2, 3], [4, 20, 1], [6, 0, 14]]. What is the IoU of class 2?",
+          reference=7 / 12)
+def _ch08_iou(answer):
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        return False, f"give a number between 0 and 1, not a {type(answer).__name__}"
+    if abs(answer - 14 / 24) < 1e-3:
+        return True, "14 / (20 + 18 - 14) = 7/12."
+    if answer > 1:
+        return False, "an IoU lies between 0 and 1 (not in percent)."
+    hints = {14 / 20: "that is recall (diagonal / row sum): the IoU's union also has the pixels wrongly "
+                      "predicted as class 2 (its column).",
+             14 / 18: "that is precision (diagonal / column sum): the IoU's union also has the class-2 pixels "
+                      "predicted as something else (its row).",
+             84 / 100: "that is the pixel accuracy of all classes; the question asks for class 2's IoU.",
+             14 / 38: "the union counts the 14 correct pixels once: row + column - diagonal, not row + column."}
+    for value, hint in hints.items():
+        if abs(answer - value) < 1e-3:
+            return False, hint
+    return False, "intersection: the diagonal entry; union: the row sum + the column sum - the diagonal entry."
+
+
 # --------------------------------------------------------------------------- chapter 9
 
 
@@ -1198,3 +1279,127 @@ def _ch05_make_divisible(answer):
         20: "20 is not a multiple of 8: make_divisible rounds to multiples of the divisor, 8.",
         32: "the width multiplier 0.6 thins the stem too: start from 0.6 * 32.",
     }, " channels")
+
+
+# --------------------------------------------------------------------------- chapter 10
+
+
+def _float_or_message(answer: Any) -> float | str:
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        return f"give a number, not a {type(answer).__name__}."
+    return float(answer)
+
+
+def _vector_or_message(answer: Any, length: int) -> torch.Tensor | str:
+    if isinstance(answer, torch.Tensor):
+        answer = answer.detach().cpu().flatten().tolist()
+    if not isinstance(answer, (list, tuple)) or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in answer):
+        return f"give {length} numbers, as a tuple, list or tensor."
+    if len(answer) != length:
+        return f"give one number per class: {length} of them, got {len(answer)}."
+    return torch.tensor(answer, dtype=torch.float64)
+
+
+def _vector_hints(vector: torch.Tensor, expected: torch.Tensor, hints: list[tuple[torch.Tensor, str]],
+                  right: str) -> tuple[bool, str]:
+    close = lambda a, b: torch.allclose(a, b, atol=1e-4)
+    if close(vector, expected):
+        return True, right
+    for wrong, hint in hints:
+        if close(vector, wrong):
+            return False, hint
+    if abs(float(vector.sum()) - 1) > 1e-4:
+        return False, f"a target is a probability distribution: yours sums to {float(vector.sum()):.4f}, not 1."
+    return False, "build it class by class from the formula."
+
+
+@exercise("ch10.scaled_lr",
+          "A learning rate of 0.4 works at batch 512. By the linear scaling rule, which learning rate goes "
+          "with batch 1280?",
+          reference=1.0)
+def _ch10_scaled_lr(answer):
+    value = _float_or_message(answer)
+    if isinstance(value, str):
+        return False, value
+    near = lambda v: abs(value - v) < 1e-3
+    if near(0.4 * 1280 / 512):
+        return True, "0.4 x 1280 / 512 = 1.0: the rate grows with the batch (cnnlearn.train.scaled_lr(1280, 0.4, 512))."
+    if near(0.1 * 1280 / 256):
+        return False, "that is the paper's base (0.1 at 256); here the base is 0.4 at batch 512."
+    if near(0.4 * 512 / 1280):
+        return False, "upside down: a larger batch takes a larger rate, lr x new batch / old batch."
+    if near(0.4 * (1280 / 512) ** 0.5):
+        return False, "that is a square-root rule; the linear rule scales by the ratio itself."
+    if near(0.4):
+        return False, "the rule changes the rate with the batch: by how much is the batch larger?"
+    return False, "multiply the known rate by the ratio of the batch sizes."
+
+
+@exercise("ch10.mixup_target",
+          "Mixup with lambda = 0.7 mixes an image of class 3 (weight lambda) with one of class 8 "
+          "(weight 1 - lambda), 10 classes. Give the target vector.",
+          reference=(0.0, 0.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0))
+def _ch10_mixup_target(answer):
+    vector = _vector_or_message(answer, 10)
+    if isinstance(vector, str):
+        return False, vector
+    onehot = torch.eye(10, dtype=torch.float64)
+    return _vector_hints(vector, 0.7 * onehot[3] + 0.3 * onehot[8], [
+        (0.3 * onehot[3] + 0.7 * onehot[8], "the weights are swapped: lambda = 0.7 goes to the first image's class, 3."),
+        (onehot[3], "that is the first image's one-hot label alone: mixup mixes the labels as it mixes the images."),
+        (0.5 * onehot[3] + 0.5 * onehot[8], "the labels are mixed with the images' ratio, lambda, not half and half."),
+        (0.7 * onehot[2] + 0.3 * onehot[7], "classes are counted from 0: class 3 is the fourth entry."),
+    ], "lambda * onehot(3) + (1 - lambda) * onehot(8): cnnlearn.regularize.mixed_target computes it.")
+
+
+@exercise("ch10.smoothed_target",
+          "Label smoothing with epsilon = 0.2 as PyTorch's cross_entropy(label_smoothing=0.2) applies it, "
+          "5 classes, true class 1. Give the target vector.",
+          reference=(0.04, 0.84, 0.04, 0.04, 0.04))
+def _ch10_smoothed_target(answer):
+    vector = _vector_or_message(answer, 5)
+    if isinstance(vector, str):
+        return False, vector
+    onehot = torch.eye(5, dtype=torch.float64)[1]
+    return _vector_hints(vector, 0.8 * onehot + 0.2 / 5, [
+        (0.8 * onehot + 0.05 * (1 - onehot), "that is the paper's form, epsilon / (K - 1) on the other classes; "
+                                             "PyTorch spreads epsilon over all K classes, the true one included."),
+        (0.8 * onehot + 0.04 * (1 - onehot), "the true class also receives its share epsilon / K of the spread mass."),
+        (0.8 * onehot, "the mass epsilon taken from the true class is spread over the classes, not dropped."),
+        (0.8 * torch.eye(5, dtype=torch.float64)[0] + 0.2 / 5, "classes are counted from 0: class 1 is the second entry."),
+    ], "(1 - epsilon) * onehot + epsilon / K: 0.84 for the true class, 0.04 for each other.")
+
+
+def _ch10_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> float:
+    import torch.nn.functional as F
+
+    log_s, log_t = F.log_softmax(student / t, 0), F.log_softmax(teacher / t, 0)
+    return float(t * t * (log_t.exp() * (log_t - log_s)).sum())
+
+
+@exercise("ch10.distill_loss",
+          "Student logits (2, 1, 0), teacher logits (0, 3, 1), temperature T = 4. What is the distillation "
+          "term T^2 * KL(softmax(teacher / T) || softmax(student / T)), in nats?",
+          reference=round(_ch10_kd(torch.tensor([2.0, 1.0, 0.0]), torch.tensor([0.0, 3.0, 1.0]), 4.0), 4))
+def _ch10_distill_loss(answer):
+    value = _float_or_message(answer)
+    if isinstance(value, str):
+        return False, value
+    s, t = torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 3.0, 1.0], dtype=torch.float64)
+    expected = _ch10_kd(s, t, 4.0)
+    near = lambda v: abs(value - v) < 2e-3 * max(1.0, abs(v))
+    if near(expected):
+        return True, (f"{expected:.4f} nats: cnnlearn.regularize.distillation_loss computes it; the factor T^2 keeps "
+                      f"its gradients as large as the hard-label term's when T changes.")
+    if near(expected / 16):
+        return False, "that is the KL divergence alone: multiply by T^2 = 16."
+    if near(_ch10_kd(t, s, 4.0)):
+        return False, "the KL divergence is taken the other way round: the teacher's distribution comes first."
+    if near(_ch10_kd(s, t, 1.0)):
+        return False, "that is at T = 1: divide both sets of logits by T = 4 before the softmax."
+    if near(16 * _ch10_kd(s, t, 1.0)):
+        return False, "the logits are divided by T before the softmax, not only the result multiplied by T^2."
+    return False, "soften both with softmax(logits / 4), take sum p_t * (log p_t - log p_s), then multiply by 16."

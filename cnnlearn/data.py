@@ -42,7 +42,7 @@ from .budget import get_device
 __all__ = [
     "DATASETS", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "DataNotFoundError", "ImageSet",
     "Data", "DeviceLoader", "load_images", "load_data", "balanced_subset", "sample_images", "cache_dir",
-    "random_crop", "random_flip", "augment_batch", "augment_with_masks", "MASK_DATASETS",
+    "random_crop", "random_flip", "augment_batch", "augment_with_masks", "MASK_DATASETS", "dominant_class",
 ]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -73,8 +73,12 @@ DATASETS = {
     # the backgrounds'. No crop augmentation (pad 0): flips move the mask with the image.
     "scenes": _Spec(("background", *FASHION_MNIST_CLASSES), (3, 64, 64), {"train": 10_000, "test": 2_000},
                     (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), pad=0, flip=True),
+    # Oxford-IIIT Pet through torchvision (cnnlearn.pets), for the gpu budget: masks
+    # (N, 128, 128), 0 = background, 1 = pet, 255 = border (ignored). ImageNet statistics.
+    "oxford_pet": _Spec(("background", "pet"), (3, 128, 128), {"train": 3680, "test": 3669},
+                        (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), pad=0, flip=True),
 }
-MASK_DATASETS = ("scenes",)  # datasets whose labels are per-pixel masks
+MASK_DATASETS = ("scenes", "oxford_pet")  # datasets whose labels are per-pixel masks
 _FORMAT_VERSION = 1
 _DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -285,6 +289,10 @@ def load_images(name: str, split: str = "train") -> ImageSet:
         from .scenes import load_scenes
 
         return load_scenes(split)
+    if name == "oxford_pet":  # through torchvision, resized and cached, by cnnlearn.pets
+        from .pets import load_pets
+
+        return load_pets(split)
     spec = DATASETS[name]
     looked: list[str] = []
     for folder in _candidates(name):
@@ -433,14 +441,32 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return augment_batch(x, 0, True, generator)
 
 
-def _choose_per_class(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+def dominant_class(masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """For each mask ``(N, H, W)``, the foreground class (label >= 1) covering the most
+    pixels, or 0 when it has none: what a class-balanced sample of scenes balances.
+    Returns ``(N,)`` int64 on the masks' device."""
+    masks = V.tensor("masks", masks, ndim=3, integer_dtype=True)
+    labelled = masks[masks != ignore_index]
+    k = int(labelled.max()) + 1 if labelled.numel() else 1
+    # one pass per class over the masks: (N, K) pixel counts without an (N, H*W) int64 copy
+    counts = torch.stack([(masks == c).sum((1, 2)) if c else torch.zeros(len(masks), dtype=torch.int64,
+                                                                              device=masks.device)
+                          for c in range(max(k, 2))], dim=1)  # the background (column 0) never dominates
+    best = counts.argmax(1)
+    return torch.where(counts.amax(1) > 0, best, torch.zeros_like(best))
+
+
+def _choose_per_class(labels: torch.Tensor, per_class: int, seed: int, skip: int | None = None) -> torch.Tensor:
     """``(K, per_class)`` indices: row ``k`` holds ``per_class`` examples of the k-th class
-    (classes in increasing label order), drawn without replacement by a seeded generator."""
+    (classes in increasing label order, ``skip`` left out), drawn without replacement by
+    a seeded generator."""
     per_class = V.positive_int("per_class", per_class)
     g = torch.Generator().manual_seed(seed)
     labels = labels.cpu()
     rows = []
     for c in labels.unique().tolist():
+        if c == skip:
+            continue
         idx = (labels == c).nonzero().squeeze(1)
         if per_class > len(idx):
             raise ValueError(f"per_class={per_class} but class {c} has only {len(idx)} examples; "
@@ -671,6 +697,11 @@ def sample_images(
             dataset's mean and standard deviation, as in the loaders' batches) instead of
             the stored pixels.
 
+    For segmentation data (masks) the balance is over the foreground classes: an image
+    counts for the class that covers most of its foreground pixels
+    (:func:`dominant_class`; images without foreground are never drawn), and the labels
+    returned are its masks ``(per_class * K, H, W)`` uint8, ``K`` the foreground classes.
+
     Returns:
         ``(images, labels)`` on the data's device: images ``(per_class * K, C, H, W)``,
         uint8 in [0, 255] (for :func:`cnnlearn.viz.show_images`) or float32 when
@@ -693,10 +724,10 @@ def sample_images(
     else:
         raise V.ArgumentTypeError(f"source must be the Data from load_data(...) or one of its loaders, "
                                   f"got {type(source).__name__}")
+    keys = dominant_class(loader.labels) if loader.has_masks else loader.labels
     if loader.has_masks:
-        raise ValueError("sample_images draws class-balanced images, but this dataset's labels are masks: "
-                         "take a slice of data.test.images and data.test.labels instead")
-    rows = _choose_per_class(loader.labels, per_class, V.seed("seed", seed))  # (K, per_class)
+        keys = torch.where(keys > 0, keys, -1)  # scenes without any foreground take no part
+    rows = _choose_per_class(keys, per_class, V.seed("seed", seed), skip=-1)  # (K, per_class)
     idx = rows.T.flatten().to(loader.device)  # interleaved: column j holds the j-th image of every class
     images, labels = loader.images[idx], loader.labels[idx]
     return (loader.normalize(images) if normalize else images), labels

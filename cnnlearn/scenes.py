@@ -28,13 +28,13 @@ import torch.nn.functional as F
 
 from . import _validate as V
 from ._io import CorruptFileError, atomic_save, safe_load
+from .segmentation import IGNORE_INDEX  # the mask value of pixels that have no label (a crop's padding)
 
 __all__ = ["SCENE_CLASSES", "SceneConfig", "compose_scenes", "make_scenes", "load_scenes",
            "class_fractions", "IGNORE_INDEX"]
 
 SCENE_CLASSES = ("background", "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-IGNORE_INDEX = 255  # the mask value of pixels that have no label (a crop's padding)
 _FORMAT_VERSION = 1
 _SPLIT_SEEDS = {"train": 0, "test": 1}  # the scenes of each split are drawn from this seed
 
@@ -131,7 +131,8 @@ def compose_scenes(backgrounds: torch.Tensor, garments: torch.Tensor, garment_la
 def class_fractions(masks: torch.Tensor, num_classes: int = len(SCENE_CLASSES)) -> torch.Tensor:
     """The fraction of pixels of every class, ``(num_classes,)`` float64 (ignored pixels
     left out): the class balance a segmentation loss and mean IoU face."""
-    masks = V.tensor("masks", masks)
+    masks = V.tensor("masks", masks, integer_dtype=True)
+    V.positive_int("num_classes", num_classes)
     counts = torch.bincount(masks.reshape(-1).long(), minlength=IGNORE_INDEX + 1)[:num_classes].double()
     return counts / counts.sum()
 

@@ -20,7 +20,9 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["confusion_matrix", "pixel_accuracy", "iou_per_class", "mean_iou"]
+__all__ = ["confusion_matrix", "pixel_accuracy", "iou_per_class", "mean_iou", "boundary_band", "IGNORE_INDEX"]
+
+IGNORE_INDEX = 255  # the mask value of pixels that have no label (VOC's borders, a crop's padding)
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
@@ -62,6 +64,11 @@ def _matrix(cm: torch.Tensor) -> torch.Tensor:
     cm = V.tensor("cm", cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square confusion matrix (K, K), got shape {tuple(cm.shape)}")
+    if cm.is_floating_point() and not torch.isfinite(cm).all():
+        raise ValueError("cm holds NaN or infinite counts; build it with confusion_matrix(pred, target, K)")
+    if (cm < 0).any():
+        raise ValueError("cm holds negative counts; a confusion matrix counts pixels (build it with "
+                         "confusion_matrix(pred, target, K))")
     return cm.double()
 
 
@@ -84,3 +91,32 @@ def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
 def mean_iou(cm: torch.Tensor) -> float:
     """The mean of :func:`iou_per_class` over the classes that have one."""
     return float(iou_per_class(cm).nanmean())
+
+
+def boundary_band(masks: torch.Tensor, width: int = 2, ignore_index: int | None = IGNORE_INDEX) -> torch.Tensor:
+    """The pixels within ``width`` pixels (a square neighbourhood) of a change of label:
+    where boundary quality is judged. A confusion matrix restricted to them
+    (``confusion_matrix(pred[band], target[band], K)``) measures how well a network
+    places the borders, which a coarse output stride blurs (Long et al. 2015, Fig. 4).
+
+    Args:
+        masks: ``(B, H, W)`` integer labels.
+        width: half-width of the band in pixels (>= 1).
+        ignore_index: pixels with this label are left out of the band.
+
+    Returns:
+        ``(B, H, W)`` bool.
+    """
+    masks = V.tensor("masks", masks, ndim=3, integer_dtype=True)
+    width = V.positive_int("width", width)
+    labels = masks.float()[:, None]  # (B, 1, H, W)
+    k = 2 * width + 1
+    # the largest and the smallest label in every k x k window differ exactly near a border;
+    # replicate padding keeps the image's own edge from counting as one
+    padded = torch.nn.functional.pad(labels, (width,) * 4, mode="replicate")
+    high = torch.nn.functional.max_pool2d(padded, k, stride=1)
+    low = -torch.nn.functional.max_pool2d(-padded, k, stride=1)
+    band = (high != low)[:, 0]
+    if ignore_index is not None:
+        band &= masks != ignore_index
+    return band

@@ -84,6 +84,7 @@ class SpeedrunResult:
             initialising the network.
         model_name: the registered network trained.
         config: the recipe.
+        network: the trained network (e.g. to evaluate further, or as a distillation teacher).
     """
 
     history: History
@@ -91,6 +92,7 @@ class SpeedrunResult:
     load_seconds: float = 0.0
     model_name: str = ""
     config: TrainConfig | None = None
+    network: torch.nn.Module | None = None
 
     @property
     def final_test_acc(self) -> float:
@@ -157,4 +159,4 @@ def speedrun(
             callback(epoch, history)
 
     history = fit(net, data, cfg, progress=progress, callback=record)
-    return SpeedrunResult(history, wall, load_seconds, model, dataclasses.replace(cfg))
+    return SpeedrunResult(history, wall, load_seconds, model, dataclasses.replace(cfg), net)

@@ -9,6 +9,12 @@ elsewhere. Inputs and weights use the channels-last (NHWC) memory layout on CUDA
 CPUs, where convolutions run faster in it. Everywhere the loop steps the learning rate
 every batch, keeps weight decay off biases and normalisation parameters, and saves an
 atomic checkpoint after every epoch so an interrupted run resumes exactly.
+
+The same loop trains semantic segmentation: when the data's labels are per-pixel masks
+(``load_data("scenes")``), the network returns logits ``(B, K, H, W)``, the loss is the
+cross-entropy averaged over the labelled pixels (``IGNORE_INDEX`` pixels left out), the
+accuracy is pixel accuracy, and every evaluation also records the mean IoU
+(:func:`evaluate_segmentation`, :mod:`cnnlearn.segmentation`).
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ from .budget import get_device
 from .data import Data, DeviceLoader
 from .models.layers import AuxOutputs
 from .regularize import MIXINGS, BatchMixer, MixedLabels, distillation_loss
+from .segmentation import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
-__all__ = ["TrainConfig", "History", "fit", "evaluate", "evaluate_ten_crop", "ten_crops", "predict", "recalibrate_bn",
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "evaluate_segmentation", "SegmentationScores", "evaluate_ten_crop", "ten_crops", "predict", "recalibrate_bn",
            "lr_multiplier", "scaled_lr", "WeightEMA", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -192,7 +199,7 @@ _TRAIN_RULES = {
 
 @dataclass
 class History:
-    """Per-epoch record of a run (lists of equal length, one entry per epoch)."""
+    """Per-epoch record of a run (lists of one entry per epoch; ``test_miou`` only for segmentation)."""
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -201,6 +208,10 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # learning rate at the end of the epoch
     epoch_time: list[float] = field(default_factory=list)  # seconds of training (evaluation excluded)
+    # Segmentation data only: mean IoU on the test split per epoch (train_acc and test_acc
+    # are then pixel accuracies). Empty for image classification, whose checkpoints
+    # written before this field existed still load.
+    test_miou: list[float] = field(default_factory=list)
 
     def append(self, **values: float) -> None:
         for k, v in values.items():
@@ -216,8 +227,14 @@ class History:
     def __repr__(self) -> str:
         if not self.epoch:
             return "History(empty)"
+        miou = f", test mIoU {self.test_miou[-1]:.2%}" if self.test_miou and not math.isnan(self.test_miou[-1]) else ""
         return (f"History({len(self.epoch)} epochs: train loss {self.train_loss[-1]:.3f}, "
-                f"test accuracy {self.test_acc[-1]:.2%}, {sum(self.epoch_time):.0f} s)")
+                f"test accuracy {self.test_acc[-1]:.2%}{miou}, {sum(self.epoch_time):.0f} s)")
+
+    @property
+    def final_test_miou(self) -> float:
+        """The last epoch's test mean IoU (segmentation data; NaN otherwise)."""
+        return self.test_miou[-1] if self.test_miou else float("nan")
 
 
 def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int) -> float:
@@ -355,11 +372,94 @@ def evaluate(
         channels_last: NHWC inputs; ``None`` matches the model's memory format.
 
     Returns:
-        ``(loss, accuracy)``, accuracy in [0, 1].
+        ``(loss, accuracy)``, accuracy in [0, 1]. On a loader of masks: the loss per
+        labelled pixel and the pixel accuracy (:func:`evaluate_segmentation` gives the IoUs).
     """
+    if getattr(loader, "has_masks", False):
+        scores = evaluate_segmentation(model, loader, tta_flip=tta_flip, tta_translate=tta_translate,
+                                       precision=precision, channels_last=channels_last)
+        return scores.loss, scores.pixel_accuracy
     logits, labels = predict(model, loader, tta_flip=tta_flip, tta_translate=tta_translate,
                              precision=precision, channels_last=channels_last)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """What :func:`evaluate_segmentation` measures on a test set."""
+
+    loss: float  # mean cross-entropy per labelled pixel
+    confusion: torch.Tensor  # (K, K) int64 pixel counts, rows the true classes (cnnlearn.segmentation)
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return pixel_accuracy(self.confusion)
+
+    @property
+    def mean_iou(self) -> float:
+        return mean_iou(self.confusion)
+
+    @property
+    def iou_per_class(self) -> torch.Tensor:
+        return iou_per_class(self.confusion)
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module, loader: DeviceLoader, *, tta_flip: bool = False, tta_translate: int = 0,
+    precision: str = "fp32", channels_last: bool | None = None, ignore_index: int = IGNORE_INDEX,
+) -> SegmentationScores:
+    """Loss and confusion matrix of a segmentation network on a loader of masks, in eval
+    mode. The confusion matrix is summed batch by batch on the device (a test set's
+    logits, ``N x K x H x W`` floats, would not fit in memory), and pixel accuracy and
+    IoUs are read off it for the whole set, the PASCAL VOC protocol.
+
+    Args:
+        model: returns logits ``(B, K, H, W)`` at the masks' resolution.
+        loader: batches ``(x, masks)`` with masks ``(B, H, W)``.
+        tta_flip: average the logits of each image and of its mirror, mirrored back.
+        tta_translate: must be 0 (a shifted image would need its mask shifted).
+        precision, channels_last: as :func:`evaluate`.
+        ignore_index: the mask value of unlabelled pixels, left out of loss and counts.
+
+    Returns:
+        :class:`SegmentationScores` (``loss``, ``confusion``, ``pixel_accuracy``,
+        ``mean_iou``, ``iou_per_class``).
+    """
+    model, loader = V.module("model", model), V.loader("loader", loader)
+    if not getattr(loader, "has_masks", False):
+        raise ValueError("evaluate_segmentation needs a loader of masks (load_data('scenes')); "
+                         "for image classes use evaluate")
+    V.boolean("tta_flip", tta_flip)
+    if tta_translate:
+        raise ValueError(f"tta_translate={tta_translate} is not supported for segmentation: a shifted image "
+                         f"would need its mask shifted; use 0 (tta_flip works)")
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    dtype = resolve_precision(precision, device)
+    if channels_last is None:
+        channels_last = _model_is_channels_last(model)
+    nll, pixels, cm = torch.zeros((), device=device, dtype=torch.float64), 0, None
+    try:
+        for x, y in loader:
+            x = _prepare_input(x, channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                out = model(x).float()  # (B, K, H, W)
+                if tta_flip:
+                    out = (out + model(x.flip(3)).float().flip(3)) / 2  # the mirror's logits, mirrored back
+            if out.ndim != 4 or out.shape[-2:] != y.shape[-2:]:
+                raise ValueError(f"{type(model).__name__} returned {tuple(out.shape)} for masks "
+                                 f"{tuple(y.shape)}; a segmentation network returns (B, K, H, W) logits")
+            nll += F.cross_entropy(out, y, ignore_index=ignore_index, reduction="sum").double()
+            pixels += int((y != ignore_index).sum())
+            batch_cm = confusion_matrix(out.argmax(1), y, out.shape[1], ignore_index=ignore_index)
+            cm = batch_cm if cm is None else cm + batch_cm
+    finally:
+        model.train(was_training)
+    if cm is None:
+        raise ValueError("the loader yields no batches")
+    return SegmentationScores(float(nll) / max(pixels, 1), cm.cpu())
 
 
 def ten_crops(x: torch.Tensor, pad: int, fill: float | torch.Tensor = 0.0) -> list[torch.Tensor]:
@@ -677,14 +777,15 @@ class WeightEMA:
         self.updates = int(state["updates"])
 
 
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor | MixedLabels, label_smoothing: float) -> torch.Tensor:
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor | MixedLabels, label_smoothing: float,
+                   ignore_index: int = -100) -> torch.Tensor:
     if isinstance(labels, MixedLabels):
         return labels.cross_entropy(logits, label_smoothing)
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing, ignore_index=ignore_index)
 
 
 def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor | MixedLabels,
-                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  label_smoothing: float = 0.0, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one training step, and the logits that accuracy is measured on.
 
     ``output`` is what the model returned in training mode: logits ``(B, classes)``, or
@@ -693,14 +794,16 @@ def training_loss(output: torch.Tensor | AuxOutputs, labels: torch.Tensor | Mixe
     ``CE(logits) + aux_weight * sum(CE(a) for a in aux)`` (Szegedy et al., 2015, Sec. 5:
     each auxiliary loss weighted 0.3). Accuracy counts the main classifier only.
     ``labels`` are class indices, or the :class:`~cnnlearn.regularize.MixedLabels` of a
-    mixed batch, whose cross-entropy is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``.
+    mixed batch, whose cross-entropy is ``lam * CE(y_a) + (1 - lam) * CE(y_b)``. For
+    segmentation, logits ``(B, K, H, W)`` and masks ``(B, H, W)``: the cross-entropy is
+    averaged over the pixels whose label is not ``ignore_index``.
     """
     if isinstance(output, AuxOutputs):
-        loss = _cross_entropy(output.logits, labels, label_smoothing)
+        loss = _cross_entropy(output.logits, labels, label_smoothing, ignore_index)
         for aux in output.aux:
-            loss = loss + output.aux_weight * _cross_entropy(aux, labels, label_smoothing)
+            loss = loss + output.aux_weight * _cross_entropy(aux, labels, label_smoothing, ignore_index)
         return loss, output.logits
-    return _cross_entropy(output, labels, label_smoothing), output
+    return _cross_entropy(output, labels, label_smoothing, ignore_index), output
 
 
 def _teacher_record(teacher: nn.Module) -> dict:
@@ -733,6 +836,11 @@ def fit(
       code of "Bag of Tricks", whose ``train_imagenet.py`` weighs the two terms equally
       (``--hard-weight 0.5``, ``--temperature 20``); the paper writes the unweighted sum
       ``CE + T^2 * CE_soft`` (Sec. 5.3), twice the loss of ``w = 0.5`` up to a constant.
+    * Segmentation data (labels are masks, ``data.train.has_masks``): the model returns
+      logits ``(B, K, H, W)``; the loss is the per-pixel cross-entropy without the
+      ``IGNORE_INDEX`` pixels, ``train_acc``/``test_acc`` are pixel accuracies and
+      ``History.test_miou`` the test mean IoU (:func:`evaluate_segmentation`). Mixing,
+      distillation and ``tta_translate`` are refused there.
     * ``config.ema_decay``: a :class:`WeightEMA` of the weights is kept; every evaluation
       uses the averaged weights, and the model holds them when ``fit`` returns. (Training
       loss and accuracy are those of the live weights.)
@@ -771,6 +879,10 @@ def fit(
     checkpoint = None if checkpoint is None else V.writable_file("checkpoint", checkpoint)
     V.boolean("progress", progress), V.function("callback", callback)
     _check_teacher(teacher, model, cfg)
+    masks = data.train.has_masks
+    if masks:
+        _check_segmentation_config(cfg, teacher)
+    ignore_index = IGNORE_INDEX if masks else -100  # -100: F.cross_entropy's default, no class
     device = data.train.device
     channels_last = _use_channels_last(device, cfg.channels_last)
     amp_dtype = resolve_precision(cfg.precision, device)  # before moving: a refused precision changes nothing
@@ -831,6 +943,7 @@ def fit(
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
+            counted_pixels = torch.zeros((), device=device, dtype=torch.int64)
             seen = 0
             for x, y in data.train:
                 target = y
@@ -838,7 +951,7 @@ def fit(
                     x, target = mixer(x, y)  # on the float32 batch, before the layout change
                 x = _prepare_input(x, channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, out = training_loss(model(x), target, cfg.label_smoothing)
+                    loss, out = training_loss(model(x), target, cfg.label_smoothing, ignore_index)
                     if teacher is not None:
                         with torch.no_grad():
                             teacher_logits = teacher(x)
@@ -860,8 +973,13 @@ def fit(
                 loss_sum += loss.detach().float() * len(y)
                 if loss_start is None:  # one wait, on the run's first batch only
                     loss_start = loss.item()
-                counted = target.dominant if isinstance(target, MixedLabels) else y
-                correct += (out.argmax(1) == counted).sum()
+                if masks:  # pixel accuracy over the labelled pixels
+                    labelled = y != ignore_index
+                    correct += ((out.argmax(1) == y) & labelled).sum()
+                    counted_pixels += labelled.sum()
+                else:
+                    counted = target.dominant if isinstance(target, MixedLabels) else y
+                    correct += (out.argmax(1) == counted).sum()
                 seen += len(y)
                 bar.update()
             if device.type == "cuda":
@@ -874,16 +992,24 @@ def fit(
             last = epoch + 1 == cfg.epochs
             if ema is not None and last:
                 ema.copy_to_model()  # the run ends with the weights it evaluates
-            test_loss = test_acc = float("nan")  # epochs that are not evaluated (eval_every)
+            test_loss = test_acc = test_miou = float("nan")  # epochs that are not evaluated (eval_every)
             if last or (epoch + 1) % cfg.eval_every == 0:
                 tta = not cfg.tta_final_only or last
                 with ema.swapped_in() if ema is not None and not last else contextlib.nullcontext():
-                    test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
-                                                   tta_translate=cfg.tta_translate if tta else 0,
-                                                   precision=cfg.precision, channels_last=channels_last)
-            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=correct.item() / seen,
+                    if masks:
+                        scores = evaluate_segmentation(model, data.test, tta_flip=cfg.tta_flip and tta,
+                                                       precision=cfg.precision, channels_last=channels_last)
+                        test_loss, test_acc, test_miou = scores.loss, scores.pixel_accuracy, scores.mean_iou
+                    else:
+                        test_loss, test_acc = evaluate(model, data.test, tta_flip=cfg.tta_flip and tta,
+                                                       tta_translate=cfg.tta_translate if tta else 0,
+                                                       precision=cfg.precision, channels_last=channels_last)
+            train_acc = correct.item() / (max(counted_pixels.item(), 1) if masks else seen)
+            history.append(epoch=epoch + 1, train_loss=train_loss, train_acc=train_acc,
                            test_loss=test_loss, test_acc=test_acc,
                            lr=optimizer.param_groups[0]["lr"], epoch_time=epoch_time)
+            if masks:
+                history.append(test_miou=test_miou)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.3f}")
             if checkpoint is not None:
                 save_run(checkpoint, stateful, history, epoch + 1, _config_key(cfg), kind="fit", records=records,
@@ -895,6 +1021,18 @@ def fit(
         if teacher is not None:
             teacher.train(teacher_was_training)
     return history
+
+
+def _check_segmentation_config(cfg: TrainConfig, teacher: nn.Module | None) -> None:
+    # Options whose meaning on masks is not defined here: refused before the first step.
+    if cfg.mixing != "none":
+        raise ValueError(f"mixing={cfg.mixing!r} mixes image labels; it is not defined for segmentation masks: "
+                         f"use mixing='none'")
+    if teacher is not None or cfg.distill_weight > 0:
+        raise ValueError("distillation is not supported for segmentation data; set distill_weight=0, no teacher")
+    if cfg.tta_translate:
+        raise ValueError(f"tta_translate={cfg.tta_translate} is not supported for segmentation (a shifted image "
+                         f"would need its mask shifted); use 0 (tta_flip works)")
 
 
 def _check_teacher(teacher: nn.Module | None, model: nn.Module, cfg: TrainConfig) -> None:

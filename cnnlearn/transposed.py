@@ -10,6 +10,12 @@ convolution arithmetic for deep learning", 2016, arXiv:1603.07285, Sec. 4).
 
 The matrix has ``C_out*H_out*W_out`` rows and ``C_in*H*W`` columns and is mostly zeros:
 build it for small sizes only.
+
+A transposed convolution whose kernel size is not a multiple of its stride adds up a
+different number of kernel taps at different output phases: the "checkerboard artifact"
+(Odena, Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016).
+:func:`checkerboard_energy` measures it as the share of a map's variance that repeats
+with the stride's period.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import torch
 from . import _validate as V
 from .measure import conv2d_output_size
 
-__all__ = ["conv2d_matrix", "conv_transpose2d_by_matrix"]
+__all__ = ["conv2d_matrix", "conv_transpose2d_by_matrix", "checkerboard_energy", "stride_pattern"]
 
 
 def conv2d_matrix(weight: torch.Tensor, input_size: tuple[int, int], stride: int = 1, padding: int = 0,
@@ -71,4 +77,58 @@ def conv_transpose2d_by_matrix(y: torch.Tensor, weight: torch.Tensor, input_size
     with the ``output_padding`` that gives back ``input_size``."""
     C = conv2d_matrix(weight, input_size, stride, padding, dilation)
     h, w = V.int_pair("input_size", input_size, minimum=1)
+    y = V.tensor("y", y)
+    if y.numel() != C.shape[0]:
+        raise ValueError(f"y has {y.numel()} values but the convolution of an input of size {(h, w)} by weight "
+                         f"{tuple(weight.shape)} has {C.shape[0]} outputs (C_out*H_out*W_out); pass one output map")
     return (C.T @ y.reshape(-1)).reshape(weight.shape[1], h, w)
+
+
+def _maps(x: torch.Tensor, stride: int) -> torch.Tensor:
+    x = V.tensor("x", x)
+    V.positive_int("stride", stride)
+    if x.ndim < 2:
+        raise ValueError(f"x must hold maps (..., H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if stride < 2 or h % stride or w % stride:
+        raise ValueError(f"stride={stride} must be >= 2 and divide the map's sides {(h, w)}; crop the map to a "
+                         f"multiple of the stride")
+    return x.double()
+
+
+def stride_pattern(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The part of every map that repeats with period ``stride`` in both directions:
+    the mean of each of the ``stride x stride`` phases (pixels ``(i, j)`` with the same
+    ``(i mod s, j mod s)``), tiled over the map, minus the map's mean.
+
+    In Fourier terms it is the map filtered to the frequencies ``(u, v)`` that are
+    multiples of ``H/s`` and ``W/s``, DC removed: the frequencies of a period-``s``
+    pattern (a test checks the two agree). ``(..., H, W) -> (..., H, W)`` float64.
+    """
+    x = _maps(x, stride)
+    h, w = x.shape[-2:]
+    phases = x.unflatten(-1, (w // stride, stride)).unflatten(-3, (h // stride, stride))  # (..., H/s, s, W/s, s)
+    means = phases.mean(dim=(-4, -2), keepdim=True)  # (..., 1, s, 1, s): one mean per phase
+    pattern = (means - means.mean(dim=(-3, -1), keepdim=True)).expand_as(phases)
+    return pattern.reshape(x.shape)
+
+
+def checkerboard_energy(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The share of each map's variance at the stride's frequencies: ``sum(p^2) /
+    sum((x - mean)^2)`` with ``p`` the :func:`stride_pattern`. 0 for a map without any
+    period-``stride`` pattern, 1 for a pure checkerboard; a smooth natural image or a
+    random map has about ``(s^2 - 1) / (H W)`` of it (that many of the ``H W`` frequencies).
+
+    Args:
+        x: maps ``(..., H, W)`` (e.g. an upsampled image or a network's class
+            probabilities), ``H`` and ``W`` multiples of ``stride``.
+        stride: the upsampling factor whose artifact to measure (>= 2).
+
+    Returns:
+        ``(...)`` float64 in [0, 1]; a constant map (no variance) gives 0.
+    """
+    pattern = stride_pattern(x, stride)
+    x = x.double()
+    total = (x - x.mean(dim=(-2, -1), keepdim=True)).pow(2).sum(dim=(-2, -1))
+    periodic = pattern.pow(2).sum(dim=(-2, -1))
+    return torch.where(total > 0, periodic / total.clamp_min(1e-300), torch.zeros_like(total))

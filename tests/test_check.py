@@ -711,12 +711,43 @@ EXERCISES.update({
 })
 
 
+# --------------------------------------------------------------------------- chapter 10
+
+EXERCISES.update({
+    "ch10.scaled_lr": (1.0, [(0.5, "paper's base"), (0.16, "upside down"), (0.6325, "square-root"),
+                             (0.4, "changes the rate"), (2.0, "ratio of the batch sizes"), ("1.0", "give a number")]),
+    "ch10.mixup_target": ((0, 0, 0, 0.7, 0, 0, 0, 0, 0.3, 0), [
+        ((0, 0, 0, 0.3, 0, 0, 0, 0, 0.7, 0), "swapped"), ((0, 0, 0, 1, 0, 0, 0, 0, 0, 0), "one-hot label alone"),
+        ((0, 0, 0, 0.5, 0, 0, 0, 0, 0.5, 0), "not half and half"),
+        ((0, 0, 0.7, 0, 0, 0, 0, 0.3, 0, 0), "counted from 0"), ((0.7, 0.3), "10 of them"),
+        ((0, 0, 0, 0.7, 0, 0, 0, 0, 0.2, 0), "sums to"), ("0.7", "give 10 numbers")]),
+    "ch10.smoothed_target": ((0.04, 0.84, 0.04, 0.04, 0.04), [
+        ((0.05, 0.8, 0.05, 0.05, 0.05), "paper's form"), ((0.04, 0.8, 0.04, 0.04, 0.04), "its share"),
+        ((0, 0.8, 0, 0, 0), "not dropped"), ((0.84, 0.04, 0.04, 0.04, 0.04), "counted from 0"),
+        ((0.1, 0.6, 0.1, 0.1, 0.1), "from the formula")]),
+    "ch10.distill_loss": (1.3975, [(1.3975 / 16, "KL divergence alone"), (1.5248, "other way round"),
+                                   (0.9555, "at T = 1"), (16 * 0.9555, "divided by T"), (0.0, "soften both"),
+                                   ("1.4", "give a number")]),
+})
+
+
 def test_ch07_faster_block_accepts_a_tie_and_the_right_b(capsys):
     assert check("ch07.faster_block", ("B", _lat(1.0), _lat(1.02))).passed is True
     assert "a tie" in capsys.readouterr().out
     assert check("ch07.faster_block", ("B", _lat(2.0), _lat(1.0))).passed is True
     assert "as you predicted" in capsys.readouterr().out
 
+
+EXERCISES.update({
+    "ch08.dilated_rf": (19, [(11, "multiply"), (13, "5x5"), (9, "ignores the dilations"), (23, "overlap"),
+                             (21, "starting from 1"), (40, "too large"), ("19", "give a number")]),
+    "ch08.transposed_size": (23, [(21, "output_padding"), (2, "ordinary"), (25, "2*padding"), (24, "not padding once"),
+                                  (26, "6 gaps"), (22, "+ 1"), (30, "too large")]),
+    "ch08.no_gridding": ((1, 2, 5), [((2, 2, 4), "common factor"), ((1, 2, 3), "at least 17"),
+                                     ((1, 1, 7), "rule of thumb"), ((1, 2), "three ints"), ((0, 4, 5), "three ints")]),
+    "ch08.iou": (7 / 12, [(14 / 20, "recall"), (14 / 18, "precision"), (0.84, "pixel accuracy"), (58, "percent"),
+                          (14 / 38, "once"), ("0.58", "a number"), (0.3, "union")]),
+})
 
 def test_every_exercise_has_a_reference_and_a_wrong_answer():
     missing = sorted(set(list_exercises()) - set(EXERCISES))
@@ -811,3 +842,4 @@ def test_numpy_answers_are_checked_like_python_numbers():
     assert not check("ch01.conv_params", np.int64(294_912), quiet=True)  # and a wrong one still fails
     with pytest.raises(ValueError, match="id must be an exercise id"):
         check(101, 295_168)
+

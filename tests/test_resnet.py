@@ -157,7 +157,7 @@ def test_cifar_forward_backward(name):
     assert count_params(model) < 2_000_000
     x = torch.randn(2, 3, 32, 32)
     features = model.forward_features(x)
-    assert features.shape == (2, 64, 8, 8)
+    assert features.shape == (2, model.num_features, 8, 8) and model.num_features in (64, 256)  # basic: 64; bottleneck: 4 x 64
     out = model(x)
     assert out.shape == (2, 7)
     out.square().mean().backward()

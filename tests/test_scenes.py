@@ -136,8 +136,25 @@ def test_load_data_scenes_batches_masks(data_env):
     assert y.shape == (8, 64, 64) and y.dtype == torch.int64 and int(y.max()) <= 10
     with pytest.raises(ValueError, match="train_size/test_size"):
         load_data("scenes", device="cpu", train_per_class=2)
+    images, masks = sample_images(data, 1, split="test", seed=3)
+    again = sample_images(data, 1, split="test", seed=3)
+    assert torch.equal(images, again[0]) and torch.equal(masks, again[1])
+    assert masks.ndim == 3 and masks.shape[0] == len(images)
+    # class-balanced over the garments: the k-th image's largest garment is the k-th class present
+    keys = data_mod.dominant_class(data.test.labels)
+    present = sorted(set(keys.tolist()) - {0})
+    assert data_mod.dominant_class(masks).tolist() == present
+
+
+def test_dominant_class():
+    masks = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    masks[0, :2] = 3  # 8 pixels of 3
+    masks[0, 3, :3] = 5  # 3 pixels of 5
+    masks[1, :, :] = 255  # unlabelled only
+    masks[2, 0, 0] = 7
+    assert data_mod.dominant_class(masks).tolist() == [3, 0, 7]
     with pytest.raises(ValueError, match="masks"):
-        sample_images(data, 1)
+        data_mod.dominant_class(torch.zeros(4, 4, dtype=torch.uint8))
 
 
 def test_flips_move_the_mask_with_the_image():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from cnnlearn.segmentation import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from cnnlearn.segmentation import boundary_band, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 # A 3-class example, by hand. Rows are the truth, columns the prediction:
 #            pred 0  pred 1  pred 2
@@ -70,3 +70,29 @@ def test_bad_arguments():
         confusion_matrix(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), 3)
     with pytest.raises(ValueError, match="square"):
         mean_iou(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="negative"):
+        mean_iou(torch.tensor([[1, -1], [0, 2]]))
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_accuracy(torch.tensor([[1.0, float("nan")], [0.0, 2.0]]))
+    with pytest.raises(ValueError, match="num_classes"):  # mismatched class counts
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1]), 0)
+
+
+def test_boundary_band():
+    masks = torch.zeros(1, 8, 8, dtype=torch.int64)
+    masks[0, 2:6, 2:6] = 3  # a 4x4 square
+    band = boundary_band(masks, width=1)
+    # the square's outline, one pixel each side: the 6x6 ring around it minus its 2x2 core
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1:7, 1:7] = True
+    expected[3:5, 3:5] = False
+    assert torch.equal(band[0], expected)
+    assert not boundary_band(torch.zeros(2, 5, 5, dtype=torch.int64)).any()  # no border, no band
+    masks[0, 0, :] = 255
+    assert not boundary_band(masks, width=1)[0, 0].any()
+    with pytest.raises(ValueError, match="width"):
+        boundary_band(masks, width=0)
+    with pytest.raises(ValueError, match="masks"):
+        boundary_band(torch.zeros(8, 8, dtype=torch.int64))

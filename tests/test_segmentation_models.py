@@ -167,3 +167,12 @@ def test_small_fcn_learns_one_batch():
 def test_unet_rejects_sizes_it_cannot_halve():
     with pytest.raises(ValueError, match="multiples of 8"):
         S.unet_small()(torch.randn(1, 3, 60, 60))
+
+
+def test_bilinear_kernel_bad_arguments():
+    from cnnlearn.models.segmentation import bilinear_kernel
+
+    with pytest.raises(ValueError, match="kernel_size"):
+        bilinear_kernel(3, 0)
+    with pytest.raises(ValueError, match="channels"):
+        bilinear_kernel(-1, 4)

@@ -13,7 +13,7 @@ import cnnlearn
 from cnnlearn.data import Data, DeviceLoader
 from cnnlearn.models.speedrun import SpeedrunConfig, SpeedrunNet, whitening_filters
 from cnnlearn.speedrun import speedrun, speedrun_config, time_to
-from cnnlearn.train import Lookahead, TrainConfig, _make_optimizer, lr_multiplier
+from cnnlearn.train import Lookahead, TrainConfig, _make_optimizer, evaluate, lr_multiplier
 
 
 def test_whitening_filters_decorrelate_patches():
@@ -133,6 +133,9 @@ def test_speedrun_trains_and_times_every_epoch():
     assert result.final_test_acc > 0.9, result.history.test_acc  # chance is 1/3
     assert result.time_to(0.0) == result.wall[0] and result.time_to(1.01) is None
     assert time_to([0.5, 0.9, 0.95], [1.0, 2.0, 3.0], 0.9) == 2.0
+    # The trained network comes back, trained (chance is 1/3).
+    assert isinstance(result.network, torch.nn.Module) and bool(result.network.whitened)
+    assert evaluate(result.network, data.test)[1] > 0.9
 
 
 def test_speedrun_config_is_the_recipe():

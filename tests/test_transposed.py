@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlearn import conv_transpose2d_output_size
-from cnnlearn.transposed import conv2d_matrix, conv_transpose2d_by_matrix
+from cnnlearn.transposed import checkerboard_energy, conv2d_matrix, conv_transpose2d_by_matrix, stride_pattern
 
 CASES = [  # (C_in, C_out, k, (H, W), stride, padding, dilation)
     (1, 1, 3, (4, 4), 1, 0, 1),
@@ -79,3 +79,49 @@ def test_bad_arguments():
         conv2d_matrix(torch.ones(1, 1, 5, 5), (3, 3))
     with pytest.raises(ValueError, match="stride"):
         conv2d_matrix(torch.ones(1, 1, 3, 3), (4, 4), stride=0)
+    with pytest.raises(ValueError, match="padding"):
+        conv2d_matrix(torch.ones(1, 1, 3, 3), (4, 4), padding=-1)
+    with pytest.raises(ValueError, match="input_size"):
+        conv2d_matrix(torch.ones(1, 1, 3, 3), (0, 4))
+    with pytest.raises(ValueError, match="outputs"):
+        conv_transpose2d_by_matrix(torch.ones(5), torch.ones(1, 1, 3, 3), (4, 4))
+
+
+def test_stride_pattern_is_the_fourier_component_at_the_strides_frequencies():
+    g = torch.Generator().manual_seed(0)
+    for s, (h, w) in ((2, (16, 16)), (4, (12, 8)), (3, (9, 6))):
+        x = torch.randn(2, 3, h, w, generator=g, dtype=torch.float64)
+        keep = torch.zeros(h, w, dtype=torch.bool)
+        keep[::h // s, ::w // s] = True
+        keep[0, 0] = False  # the mean is no pattern
+        reference = torch.fft.ifft2(torch.fft.fft2(x) * keep).real
+        torch.testing.assert_close(stride_pattern(x, s), reference)
+
+
+def test_checkerboard_energy_of_uneven_and_even_overlap():
+    ones = torch.ones(1, 1, 8, 8)
+    # kernel 3, stride 2: output pixels receive 1 or 2 (or 4) taps alternately, a pure
+    # period-2 pattern away from the border (Odena et al. 2016)
+    uneven = F.conv_transpose2d(ones, torch.ones(1, 1, 3, 3), stride=2)[..., 2:14, 2:14]
+    assert checkerboard_energy(uneven, 2).item() == pytest.approx(1.0)
+    # kernel 4, stride 2: every output pixel receives the same number of taps
+    even = F.conv_transpose2d(ones, torch.ones(1, 1, 4, 4), stride=2, padding=1)
+    assert checkerboard_energy(even, 2).item() == pytest.approx(0.0, abs=1e-12)
+    # resize then convolve: no pattern either
+    resized = F.conv2d(F.interpolate(ones, scale_factor=2, mode="nearest"), torch.ones(1, 1, 3, 3), padding=1)
+    assert checkerboard_energy(resized, 2).item() == pytest.approx(0.0, abs=1e-12)
+    # white noise has about (s^2 - 1) / (H W) of its variance there; a constant map none
+    noise = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert checkerboard_energy(noise, 2).mean().item() == pytest.approx(3 / 1024, rel=0.2)
+    assert checkerboard_energy(torch.full((4, 4), 2.0), 2).item() == 0.0
+
+
+def test_checkerboard_bad_arguments():
+    with pytest.raises(ValueError, match="divide"):
+        checkerboard_energy(torch.zeros(1, 5, 6), 2)
+    with pytest.raises(ValueError, match="stride"):
+        checkerboard_energy(torch.zeros(4, 4), 1)
+    with pytest.raises(ValueError, match="stride"):
+        checkerboard_energy(torch.zeros(4, 4), -2)
+    with pytest.raises(ValueError, match="maps"):
+        checkerboard_energy(torch.zeros(4), 2)

@@ -17,3 +17,4 @@ from . import speedrun  # noqa: E402,F401
 from . import inception  # noqa: E402,F401
 from . import segmentation  # noqa: E402,F401
 from . import resnext, wide_resnet, densenet, dpn, hardnet  # noqa: E402,F401  (chapter 3: beyond ResNet)
+from . import res2net, resnest, sknet, involution  # noqa: E402,F401  (chapter 3: inside the block)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -45,8 +46,8 @@ __all__ = [
     "resnet50c", "resnet50d", "resnet18d", "resnet34d",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "plain20", "plain32", "plain44", "plain56", "plain110",
-    "preact_resnet20", "preact_resnet56", "preact_resnet110",
-    "load_torchvision_resnet", "load_timm_resnet",
+    "preact_resnet20", "preact_resnet56", "preact_resnet110", "resnet29_cifar",
+    "load_torchvision_resnet", "load_timm_resnet", "residual_tail", "merge_shortcut",
 ]
 
 ModuleFactory = Callable[..., nn.Module]
@@ -169,6 +170,25 @@ def _check_shortcut(shortcut: nn.Module | None, in_channels: int, out_channels: 
                 f"changes the shape: pass shortcut=make_shortcut(...)")
         return nn.Identity()
     return shortcut
+
+
+def residual_tail(block: nn.Module, in_channels: int, out_channels: int, stride: int,
+                  shortcut: nn.Module | None, residual: bool, attn_layer: ModuleFactory | None = None) -> None:
+    """Give a residual block of another family (Res2Net, SK, ResNeSt) the same ending as
+    ours: ``attn`` (or the identity), the checked ``shortcut``, ``act`` and ``residual``;
+    its ``forward`` then ends with :func:`merge_shortcut`."""
+    block.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
+    block.shortcut = _check_shortcut(shortcut, in_channels, out_channels, stride, residual)
+    block.act = nn.ReLU(inplace=True)
+    block.residual = residual
+
+
+def merge_shortcut(block: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``relu(attn(out) + shortcut(x))``, or ``relu(attn(out))`` for a plain block."""
+    out = block.attn(out)
+    if block.residual:
+        out = out + block.shortcut(x)
+    return block.act(out)
 
 
 class BasicBlock(nn.Module):
@@ -387,6 +407,9 @@ class ResNetConfig:
     # convolutions by the stride it drops, so later layers keep their receptive field
     # (Chen et al., DeepLab, arXiv:1606.00915, Sec. 3.1). () or all False: no dilation.
     replace_stride_with_dilation: tuple[bool, ...] = ()
+    # More keyword arguments for every block, for block classes of other families (e.g.
+    # Res2Net's scale, ResNeSt's radix), as timm's block_args.
+    block_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -516,6 +539,7 @@ class ResNet(nn.Module):
                 kwargs["dilation"] = d
             if cfg.block.preact:
                 kwargs["preact_shortcut"] = j == 0
+            kwargs.update(cfg.block_args)
             blocks.append(cfg.block(cin, out_channels, s, shortcut, **kwargs))
         return nn.Sequential(*blocks)
 
@@ -682,6 +706,17 @@ def plain56(num_classes: int = 10) -> ResNet:
 def plain110(num_classes: int = 10) -> ResNet:
     """Plain-110: ResNet-110 without its shortcuts."""
     return _cifar_resnet(18, BasicBlock, num_classes, residual=False)
+
+
+@register_model
+def resnet29_cifar(num_classes: int = 10, width_per_group: int = 64, zero_init_residual: bool = False) -> ResNet:
+    """A bottleneck ResNet for 32x32 images: the CIFAR stem, three stages of three
+    bottlenecks (planes 16, 32, 64, outputs 64, 128, 256; 9 x 3 + 2 = 29 layers), projection
+    shortcuts. Chapter 3's baseline for the ``*29_cifar`` networks that change the block
+    (Res2Net, SK, ResNeSt, involution), at about the same MACs."""
+    config = ResNetConfig(Bottleneck, (3, 3, 3), widths=(16, 32, 64), stem="cifar", stem_width=16,
+                          width_per_group=width_per_group, zero_init_residual=zero_init_residual)
+    return ResNet(config, num_classes)
 
 
 # Pre-activation CIFAR networks (He et al. 2016): same layout and widths; option A

@@ -297,6 +297,7 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     """Weights ``(channels, 1, k, k)`` that make a (grouped) transposed convolution of
     stride ``k // 2`` perform bilinear upsampling, channel by channel (Long et al. 2015,
     Sec. 4.2, initialise FCN's 2x upsampling to bilinear interpolation and learn it)."""
+    check_positive(channels=channels, kernel_size=kernel_size)
     factor = (kernel_size + 1) // 2
     centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
     t = torch.arange(kernel_size, dtype=torch.float32)
