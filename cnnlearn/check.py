@@ -892,7 +892,7 @@ def _ch08_transposed_size(answer):
 
 @exercise("ch08.no_gridding",
           "Choose dilation rates (r1, r2, r3) for three stride-1 3x3 convolutions so that the receptive field is "
-          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).")
+          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).", reference=(1, 2, 5))
 def _ch08_no_gridding(answer):
     from .dilation import covered_fraction, dilated_footprint
 
