@@ -397,6 +397,130 @@ def _ch02_option_a_cost(answer):
     return True, "0 against 10,624: option A is free in parameters and MACs; its price is what it throws away."
 
 
+# --------------------------------------------------------------------------- chapter 3
+
+
+@exercise("ch03.resnext_block_params",
+          "How many parameters (convolution weights and BatchNorm scales and shifts) does a ResNeXt block in "
+          "the grouped form have with 512 input and output channels, cardinality 16 and bottleneck width d = 8, "
+          "identity shortcut?",
+          reference=141_824)
+def _ch03_resnext_block_params(answer):
+    from .models.resnext import ResNeXtGrouped
+
+    expected = sum(p.numel() for p in ResNeXtGrouped(512, 512, cardinality=16, width=8).parameters())
+    mid = 16 * 8
+    convs = 512 * mid + mid * (mid // 16) * 9 + mid * 512
+    return _number(_plain_answer(answer), expected, {
+        convs: "those are the convolutions' weights; add the BatchNorms' scales and shifts (2 per channel).",
+        convs + (mid + mid + 512): "each BatchNorm has two parameters per channel, a scale and a shift.",
+        expected - mid * (mid // 16) * 9 + mid * mid * 9: "the 3x3 convolution is grouped: each output channel "
+                                                          "reads only 128 / 16 = 8 channels.",
+    })
+
+
+@exercise("ch03.dense_input_channels",
+          "In DenseNet-121, how many channels enter the 10th dense layer of the third dense block "
+          "(the input of its first BatchNorm)?",
+          reference=544)
+def _ch03_dense_input_channels(answer):
+    k, stem = 32, 64
+    block3_in = ((stem + 6 * k) // 2 + 12 * k) // 2  # 256
+    expected = block3_in + 9 * k
+    return _number(_plain_answer(answer), expected, {
+        block3_in + 10 * k: "layer 10 reads the block's input and the 9 layers before it, not its own output.",
+        (stem + 6 * k + 12 * k) + 9 * k: "each transition halves the channels (compression 0.5).",
+        (stem + 6 * k) + 12 * k + 9 * k: "each transition halves the channels (compression 0.5).",
+        ((stem + 6 * k) // 2 + 12 * k) + 9 * k: "the transition after block 2 halves its 512 channels too.",
+        block3_in: "that is the block's input; layer 10 also reads the 9 layers before it.",
+        4 * k: "that is the bottleneck's output (4k); the question asks for the layer's input.",
+    })
+
+
+@exercise("ch03.harmonic_sources",
+          "Which layers does layer 12 of a harmonic dense block read? A tuple of layer numbers (0 is the input).",
+          reference=(11, 10, 8))
+def _ch03_harmonic_sources(answer):
+    from .models.hardnet import harmonic_links
+
+    answer = _plain_answer(answer)
+    if not (isinstance(answer, (tuple, list, set)) and all(isinstance(n, int) and not isinstance(n, bool)
+                                                            for n in answer)):
+        return False, "answer with a tuple of layer numbers, e.g. (5, 3)."
+    expected = harmonic_links(12)[11]
+    mine = set(answer)
+    if mine == set(expected):
+        return True, f"layer 12 reads {tuple(expected)}: 1, 2 and 4 divide 12, 8 does not."
+    if 4 in mine and mine - {4} == {11, 10, 8}:
+        return False, "layer k reads k - 2^n; 12 - 8 = 4 would need 8 to divide 12."
+    if mine == set(range(12)):
+        return False, "that is a dense block's pattern; the harmonic block reads layer k - 2^n where 2^n divides k."
+    if 0 in mine:
+        return False, "k - 2^n only for the powers of two that divide k: 8 and 16 do not divide 12."
+    if mine == {11}:
+        return False, "odd layers read only their predecessor; 12 is even: 2 and 4 divide it too."
+    return False, "layer k reads k - 2^n for every power of two 2^n that divides k (1, 2, 4, ...)."
+
+
+def _ch03_four_paths_reference(channels: int, width: int, seed: int) -> nn.Module:
+    from .models.resnext import ResNeXtPaths
+    from .models.weights import randomize_batchnorm
+
+    torch.manual_seed(seed)
+    return randomize_batchnorm(ResNeXtPaths(channels, channels, cardinality=4, width=width), seed=seed).eval()
+
+
+@exercise("ch03.concat_form",
+          "Write an nn.Module class EarlyConcat(channels, width): form (b) of a 4-path ResNeXt block. Four paths "
+          "in an nn.ModuleList, each 1x1 conv (channels -> width), BN, ReLU, 3x3 conv (width -> width, padding 1), "
+          "BN, ReLU; their outputs concatenated to 4*width channels; one 1x1 conv back to channels, BN; + input; "
+          "ReLU. No biases; layers defined in this order.")
+def _ch03_concat_form(cls):
+    from .models.resnext import convert_block
+
+    if problem := _not_a_module_class(cls):
+        return False, problem
+    for channels, width, size in ((16, 3, 7), (32, 2, 6)):
+        ours = cls(channels, width).eval()
+        convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+        bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+        if len(convs) != 9 or len(bns) != 9:
+            return False, (f"EarlyConcat({channels}, {width}) has {len(convs)} nn.Conv2d and {len(bns)} "
+                           "nn.BatchNorm2d; form (b) has nine of each (two per path, one after the concatenation).")
+        if any(c.bias is not None for c in convs):
+            return False, "no biases (bias=False): each convolution is followed by a BatchNorm."
+        if any(c.groups != 1 for c in convs):
+            return False, "no grouped convolution in form (b): the paths are separate modules."
+        shapes = [tuple(c.weight.shape) for c in convs]
+        expected = [(width, channels, 1, 1), (width, width, 3, 3)] * 4 + [(channels, 4 * width, 1, 1)]
+        if shapes != expected:
+            return False, (f"the convolutions' weights, in the order they are defined, should have shapes "
+                           f"{expected}; yours are {shapes}.")
+        reference = convert_block(_ch03_four_paths_reference(channels, width, seed=channels), "concat").eval()
+        ref_convs = [m for m in reference.modules() if isinstance(m, nn.Conv2d)]
+        ref_bns = [m for m in reference.modules() if isinstance(m, nn.BatchNorm2d)]
+        with torch.no_grad():
+            for mine, theirs in zip(convs + bns, ref_convs + ref_bns):
+                mine.load_state_dict(theirs.state_dict())
+            x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
+            try:
+                out = ours(x)
+            except RuntimeError as error:
+                return False, (f"EarlyConcat({channels}, {width}) fails on a ({channels}, {size}, {size}) input "
+                               f"({str(error)[:80]}): the 3x3 convolutions need padding=1, and the paths are "
+                               "concatenated along the channels (dim=1).")
+            expected_out = reference(x)
+        if tuple(out.shape) != tuple(expected_out.shape):
+            return False, (f"the output has shape {tuple(out.shape)}, expected {tuple(expected_out.shape)}: "
+                           "the 3x3 convolutions need padding=1.")
+        if not torch.allclose(out, expected_out, atol=1e-4):
+            return False, ("the output differs from the 4-path block's with the same weights: each path "
+                           "relu(bn2(conv2 relu(bn1(conv1 x)))), concatenated along dim 1, then bn3(conv3 .), "
+                           "add x, then relu.")
+    return True, ("your block computes what 4 separate paths summed compute (form a), with one 1x1 "
+                  "convolution after the concatenation instead of four.")
+
+
 # --------------------------------------------------------------------------- chapter 4
 
 
@@ -768,7 +892,7 @@ def _ch08_transposed_size(answer):
 
 @exercise("ch08.no_gridding",
           "Choose dilation rates (r1, r2, r3) for three stride-1 3x3 convolutions so that the receptive field is "
-          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).")
+          "at least 17 pixels wide and every input pixel in it reaches the output (no gridding).", reference=(1, 2, 5))
 def _ch08_no_gridding(answer):
     from .dilation import covered_fraction, dilated_footprint
 

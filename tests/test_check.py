@@ -582,6 +582,66 @@ EXERCISES.update({
 # --------------------------------------------------------------------------- chapter 4
 
 
+# --------------------------------------------------------------------------- chapter 3
+
+
+class EarlyConcatOK(nn.Module):
+    def __init__(self, channels, width, padding=1, residual=True, bias=False, dim=1):
+        super().__init__()
+        self.paths = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=bias), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=padding, bias=bias), nn.BatchNorm2d(width), nn.ReLU())
+            for _ in range(4))
+        self.conv3, self.bn3 = nn.Conv2d(4 * width, channels, 1, bias=bias), nn.BatchNorm2d(channels)
+        self.residual, self.dim = residual, dim
+
+    def forward(self, x):
+        out = self.bn3(self.conv3(torch.cat([path(x) for path in self.paths], self.dim)))
+        return torch.relu(out + x if self.residual else out)
+
+
+class EarlyConcatNoPadding(EarlyConcatOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, padding=0)
+
+
+class EarlyConcatNoShortcut(EarlyConcatOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, residual=False)
+
+
+class EarlyConcatBias(EarlyConcatOK):
+    def __init__(self, channels, width):
+        super().__init__(channels, width, bias=True)
+
+
+class EarlyConcatSummed(EarlyConcatOK):
+    def forward(self, x):
+        out = sum(self.bn3(self.conv3(torch.cat([path(x)] * 4, 1))) for path in self.paths) / 4
+        return torch.relu(out + x)
+
+
+EXERCISES.update({
+    "ch03.resnext_block_params": (141_824, [
+        (140_288, "add the BatchNorms"), (141_056, "two parameters per channel"),
+        (280_064, "grouped"), (150_000, "too large"), ("141824", "give a number"),
+    ]),
+    "ch03.dense_input_channels": (544, [
+        (576, "not its own output"), (256, "the block's input"), (928, "halves"), (800, "after block 2"),
+        (128, "bottleneck"), (600, "too large"),
+    ]),
+    "ch03.harmonic_sources": ((11, 10, 8), [
+        ((11, 10, 8, 4), "would need 8 to divide 12"), ((11, 10, 8, 4, 0), "only for the powers of two"),
+        (tuple(range(12)), "dense block"), ((11,), "odd layers"), ((11, 9), "every power of two"),
+        ("11, 10, 8", "tuple of layer numbers"),
+    ]),
+    "ch03.concat_form": (EarlyConcatOK, [
+        (EarlyConcatNoPadding, "padding=1"), (EarlyConcatNoShortcut, "differs"), (EarlyConcatBias, "no biases"),
+        (EarlyConcatSummed, "differs"), (EarlyConcatOK(8, 2), "the class itself"),
+    ]),
+})
+
+
 class FactorizedOK(nn.Module):
     def __init__(self, in_channels, out_channels, n, kernels=None, padding=True, bias=False, eps=1e-3, mid_relu=True):
         super().__init__()

@@ -36,6 +36,8 @@ the paper's Table 2 trade-off of cardinality against width at (about) fixed comp
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -113,7 +115,7 @@ class ResNeXtPaths(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = sum(path(x) for path in self.paths)  # C tensors (B, C_out, H/s, W/s) -> their sum
+        out = functools.reduce(operator.add, (path(x) for path in self.paths))  # C x (B, C_out, H/s, W/s) -> sum
         return self.act(self.bn3(out) + self.shortcut(x))
 
 
