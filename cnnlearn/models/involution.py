@@ -89,6 +89,10 @@ def apply_involution(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, s
     return out.reshape(b, c, h_out, w_out)
 
 
+# One node for torch.fx (draw_block): its checks read the shapes as Python numbers, which tracing cannot.
+torch.fx.wrap("apply_involution")
+
+
 def involution_loop(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
     """:func:`apply_involution` written as the plain loop over output pixels and taps of
     Eq. 4 of the paper: the reference to check an implementation against (slow)."""
