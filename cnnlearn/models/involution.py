@@ -213,7 +213,7 @@ def _rednet(layers: tuple[int, ...], num_classes: int, zero_init_residual: bool)
 
 @register_model
 def rednet26(num_classes: int = 1000, zero_init_residual: bool = False) -> RedNet:
-    """RedNet-26: (1, 2, 4, 1) involution bottlenecks; 9,234,632 parameters (the official
+    """RedNet-26: (1, 2, 4, 1) involution bottlenecks; 9,233,166 parameters (the official
     table: 9.23M)."""
     return _rednet((1, 2, 4, 1), num_classes, zero_init_residual)
 
