@@ -434,12 +434,7 @@ def evaluate_segmentation(
     if tta_translate:
         raise ValueError(f"tta_translate={tta_translate} is not supported for segmentation: a shifted image "
                          f"would need its mask shifted; use 0 (tta_flip works)")
-    was_training = model.training
-    model.eval()
-    device = loader.device
-    dtype = resolve_precision(precision, device)
-    if channels_last is None:
-        channels_last = _model_is_channels_last(model)
+    was_training, device, dtype, channels_last = _evaluation_mode(model, loader, precision, channels_last)
     nll, pixels, cm = torch.zeros((), device=device, dtype=torch.float64), 0, None
     try:
         for x, y in loader:
@@ -522,12 +517,7 @@ def evaluate_ten_crop(
     """
     model, loader = V.module("model", model), V.loader("loader", loader)
     pad = loader.pad if pad is None else pad
-    was_training = model.training
-    model.eval()
-    device = loader.device
-    dtype = resolve_precision(precision, device)
-    if channels_last is None:
-        channels_last = _model_is_channels_last(model)
+    was_training, device, dtype, channels_last = _evaluation_mode(model, loader, precision, channels_last)
     black = loader.normalize(torch.zeros((1, loader.images.shape[1], 1, 1), dtype=torch.uint8,
                                          device=device)).flatten()     # training's zero padding, normalised
     nll, correct, seen = 0.0, 0, 0
@@ -595,6 +585,18 @@ def recalibrate_bn(
     return len(norms)
 
 
+def _evaluation_mode(model: nn.Module, loader, precision, channels_last: bool | None):
+    """Put ``model`` in eval mode for the evaluation functions; returns ``(was_training, device,
+    autocast dtype or None, channels_last)``, the last resolved from the model when ``None``."""
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    dtype = resolve_precision(precision, device)
+    if channels_last is None:
+        channels_last = _model_is_channels_last(model)
+    return was_training, device, dtype, channels_last
+
+
 def _model_is_channels_last(model: nn.Module) -> bool:
     # A weight with one input channel or a 1x1 kernel is contiguous in both layouts; ask
     # one whose layouts differ.
@@ -636,12 +638,7 @@ def predict(
     if tta_translate and tta_translate >= min(loader.images.shape[-2:]):
         raise ValueError(f"tta_translate={tta_translate} pixels must be smaller than the images "
                          f"({tuple(loader.images.shape[-2:])}); use 1 or 2")
-    was_training = model.training
-    model.eval()
-    device = loader.device
-    dtype = resolve_precision(precision, device)
-    if channels_last is None:
-        channels_last = _model_is_channels_last(model)
+    was_training, device, dtype, channels_last = _evaluation_mode(model, loader, precision, channels_last)
 
     def logits(x: torch.Tensor) -> torch.Tensor:
         x = _prepare_input(x, channels_last)

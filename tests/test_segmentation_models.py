@@ -93,6 +93,7 @@ def test_replace_stride_with_dilation_is_checked():
 
 @pytest.mark.parametrize("name, kwargs", [
     ("fcn32s_small", {}), ("fcn16s_small", {}), ("fcn8s_small", {}), ("fcn8s_small", {"upsample": "transposed"}),
+    ("fcn8s_small", {"upsample": "resize-conv"}),
     ("deeplabv3_small", {"output_stride": 8}), ("deeplabv3_small", {"output_stride": 16}),
     ("deeplabv3_small", {"output_stride": 32}), ("unet_small", {}),
 ])
@@ -122,6 +123,8 @@ def test_small_network_params_and_macs():
     assert count_params(fcn[2]) - count_params(fcn[1]) == (64 + 1) * 11
     transposed = S.fcn8s_small(upsample="transposed")
     assert count_params(transposed) - count_params(fcn[2]) == 2 * 11 * 4 * 4  # two grouped 4x4 kernels
+    resize_conv = S.fcn8s_small(upsample="resize-conv")
+    assert count_params(resize_conv) - count_params(fcn[2]) == 2 * 11 * 3 * 3  # two grouped 3x3 kernels
     # the backbone without its fc is a narrow ResNet-10: record its size for the chapter
     assert count_params(fcn[0]) == count_params(S.small_backbone()) - (256 + 1) + 256 * 11 + 11
     unet = S.unet_small()
@@ -176,3 +179,19 @@ def test_bilinear_kernel_bad_arguments():
         bilinear_kernel(3, 0)
     with pytest.raises(ValueError, match="channels"):
         bilinear_kernel(-1, 4)
+
+
+def test_resize_conv_starts_as_bilinear():
+    # Initialised to the identity, the resize-convolution FCN-8s computes what the bilinear one does;
+    # a bad upsample name is refused with the choices.
+    torch.manual_seed(0)
+    bilinear = S.fcn8s_small().eval()
+    for p in bilinear.skip_scores.parameters():
+        nn.init.normal_(p)  # non-zero skips, so the fused scores pass through the upsampling
+    resize = S.fcn8s_small(upsample="resize-conv").eval()
+    resize.load_state_dict(bilinear.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(resize(x), bilinear(x))
+    with pytest.raises(ValueError, match="resize-conv"):
+        S.fcn8s_small(upsample="nearest")

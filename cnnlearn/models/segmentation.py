@@ -333,9 +333,12 @@ class FCN(nn.Module):
         num_classes: classes scored per pixel.
         skips: 0 (FCN-32s), 1 (FCN-16s) or 2 (FCN-8s).
         width: the backbone's first width (see :func:`small_backbone`).
-        upsample: the 2x upsampling between fusions: ``"bilinear"`` (fixed) or
+        upsample: the 2x upsampling between fusions: ``"bilinear"`` (fixed),
             ``"transposed"`` (a 4x4 stride-2 transposed convolution per class,
-            initialised to bilinear and learned, as in the paper).
+            initialised to bilinear and learned, as in the paper) or ``"resize-conv"``
+            (bilinear, then a learned 3x3 convolution per class initialised to the identity:
+            the resize-convolution of Odena et al. 2016, which cannot make a checkerboard
+            by uneven overlap).
     """
 
     def __init__(self, num_classes: int = SCENE_CLASSES_WITH_BACKGROUND, skips: int = 2, width: int = 32,
@@ -344,8 +347,8 @@ class FCN(nn.Module):
         check_positive(num_classes=num_classes)
         if skips not in (0, 1, 2):
             raise ValueError(f"skips must be 0 (FCN-32s), 1 (FCN-16s) or 2 (FCN-8s), got {skips!r}")
-        if upsample not in ("bilinear", "transposed"):
-            raise ValueError(f"upsample must be 'bilinear' or 'transposed', got {upsample!r}")
+        if upsample not in ("bilinear", "transposed", "resize-conv"):
+            raise ValueError(f"upsample must be 'bilinear', 'transposed' or 'resize-conv', got {upsample!r}")
         backbone = small_backbone(32, width)
         self.stem, self.stages = backbone.stem, backbone.stages
         self.skips, self.upsample = skips, upsample
@@ -360,6 +363,15 @@ class FCN(nn.Module):
                                         groups=num_classes, bias=False)
                 with torch.no_grad():
                     up.weight.copy_(bilinear_kernel(num_classes, 4))
+                ups.append(up)
+            self.ups = nn.ModuleList(ups)
+        elif upsample == "resize-conv":
+            ups = []
+            for _ in range(skips):
+                up = nn.Conv2d(num_classes, num_classes, 3, padding=1, groups=num_classes, bias=False)
+                with torch.no_grad():  # the identity: training starts from the bilinear network
+                    up.weight.zero_()
+                    up.weight[:, :, 1, 1] = 1.0
                 ups.append(up)
             self.ups = nn.ModuleList(ups)
         if skips:
@@ -386,6 +398,8 @@ class FCN(nn.Module):
                 scores = self.ups[i](scores, output_size=skip.shape[-2:])
             else:
                 scores = F.interpolate(scores, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                if self.upsample == "resize-conv":
+                    scores = self.ups[i](scores)
             scores = scores + skip
         return F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
