@@ -572,6 +572,9 @@ def _ch03b_se_settings(answer):
     keys = {"radix", "cardinality", "attn_channels", "norm_layer", "bias"}
     if not isinstance(answer, dict) or set(answer) != keys:
         return False, f"answer with a dict of exactly these keys: {sorted(keys)}."
+    unanswered = sorted(k for k, v in answer.items() if v is ...)
+    if unanswered:   # before any hint, so that the hints give nothing away
+        return False, f"replace the ... of {', '.join(unanswered)} with your answer."
     if answer["norm_layer"] is not None:
         return False, "SE has no normalisation between its two layers: norm_layer=None."
     if answer["bias"] is not True:

@@ -686,6 +686,7 @@ EXERCISES.update({
         ({**_SE_OK, "radix": 2}, "softmax"), ({**_SE_OK, "cardinality": 2}, "cardinal group"),
         ({**_SE_OK, "attn_channels": 32}, "16"), ({**_SE_OK, "norm_layer": nn.BatchNorm2d}, "norm_layer=None"),
         ({**_SE_OK, "bias": False}, "biases"), ((1, 1, 16, None, True), "dict"),
+        (dict.fromkeys(_SE_OK, ...), "replace the ..."), ({**_SE_OK, "bias": ...}, "replace the ... of bias"),
     ]),
     "ch03b.involution_kernels": (InvolutionOK, [
         (InvolutionNoReLU, "ReLU"), (InvolutionOneGroup, "shapes"), (InvolutionTransposedTaps, "differs"),
