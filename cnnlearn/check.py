@@ -521,6 +521,129 @@ def _ch03_concat_form(cls):
                   "convolution after the concatenation instead of four.")
 
 
+
+# --------------------------------------------------------------------------- chapter 3b
+
+
+@exercise("ch03b.split_attention_params",
+          "How many parameters (convolution weights and biases, BatchNorm scales and shifts) does "
+          "SplitAttentionConv(128, 128, radix=4, cardinality=2) have?",
+          reference=116_608)
+def _ch03b_split_attention_params(answer):
+    from .models.resnest import SplitAttentionConv
+
+    c_in = c = 128
+    radix, card = 4, 2
+    expected = sum(p.numel() for p in SplitAttentionConv(c_in, c, radix=radix, cardinality=card).parameters())
+    attn = 128  # make_divisible(128 * 4 / 4, 8, min_value=32)
+    conv = radix * c * (c_in // (radix * card)) * 9
+    fc1, fc2 = attn * (c // card) + attn, radix * c * (attn // card) + radix * c
+    bns = 2 * radix * c + 2 * attn
+    return _number(_plain_answer(answer), expected, {
+        expected - attn - radix * c: "fc1 and fc2 of split attention have biases.",
+        expected - bns: "count the two BatchNorms (after the convolution and after fc1): 2 parameters per channel.",
+        expected - conv + radix * c * c_in * 9: "the 3x3 convolution has radix * cardinality = 8 groups.",
+        expected - conv + radix * c * (c_in // card) * 9: "the 3x3 convolution is grouped by radix * cardinality "
+                                                           "= 8, not by the cardinality alone.",
+        expected - fc1 - fc2 + attn * c + attn + radix * c * attn + radix * c: "fc1 and fc2 are grouped by the "
+                                                                             "cardinality (2 groups).",
+        conv + bns - 2 * attn + 2 * 32 + 32 * (c // card) + 32 + radix * c * (32 // card) + radix * c:
+            "the attention width is max(128 * 4 / 4, 32) = 128, not 32.",
+    })
+
+
+def _ch03b_se_and_input(channels: int = 256, reduced: int = 16):
+    from .models.layers import SqueezeExcite
+
+    torch.manual_seed(0)
+    se = SqueezeExcite(channels, reduced).eval()
+    for p in se.parameters():
+        nn.init.normal_(p, std=0.2)
+    return se, torch.randn(3, channels, 4, 4, generator=torch.Generator().manual_seed(1))
+
+
+@exercise("ch03b.se_settings",
+          "Which arguments of SplitAttention(256, radix, cardinality, attn_channels, norm_layer, bias) make it "
+          "compute what SqueezeExcite(256, 16) computes? A dict of the five arguments.",
+          reference=dict(radix=1, cardinality=1, attn_channels=16, norm_layer=None, bias=True))
+def _ch03b_se_settings(answer):
+    from .models.resnest import SplitAttention
+
+    keys = {"radix", "cardinality", "attn_channels", "norm_layer", "bias"}
+    if not isinstance(answer, dict) or set(answer) != keys:
+        return False, f"answer with a dict of exactly these keys: {sorted(keys)}."
+    unanswered = sorted(k for k, v in answer.items() if v is ...)
+    if unanswered:   # before any hint, so that the hints give nothing away
+        return False, f"replace the ... of {', '.join(unanswered)} with your answer."
+    if answer["norm_layer"] is not None:
+        return False, "SE has no normalisation between its two layers: norm_layer=None."
+    if answer["bias"] is not True:
+        return False, "SE's two 1x1 layers have biases."
+    if answer["attn_channels"] != 16:
+        return False, "attn_channels is the bottleneck between the two layers: SqueezeExcite(256, 16)'s is 16."
+    if answer["cardinality"] != 1:
+        return False, "SE's layers are not grouped: one cardinal group."
+    if answer["radix"] != 1:
+        return False, ("SE gates one feature map with a sigmoid; with R splits split attention shares a softmax "
+                       "out among R maps.")
+    se, x = _ch03b_se_and_input()
+    try:
+        sa = SplitAttention(256, **answer).eval()
+    except (TypeError, ValueError) as error:
+        return False, f"SplitAttention(256, **answer) fails: {str(error)[:100]}"
+    sa.fc1.load_state_dict(se.fc1.state_dict())
+    sa.fc2.load_state_dict(se.fc2.state_dict())
+    with torch.no_grad():
+        if not torch.allclose(sa(x), se(x), atol=1e-5):
+            return False, "with these settings and SE's weights the outputs differ."
+    return True, "split attention with one split and one cardinal group, biases and no BN is the SE unit."
+
+
+@exercise("ch03b.involution_kernels",
+          "Complete MyInvolution(channels, kernel_size, group_channels=16, reduction=4): phi = 1x1 conv "
+          "(channels -> channels // reduction, no bias), BatchNorm, ReLU, 1x1 conv (with bias) to K*K*G; "
+          "kernels(x) returns (B, G*K*K, H, W). Layers defined in this order.")
+def _ch03b_involution_kernels(cls):
+    from .models.involution import Involution, involution_loop
+
+    if problem := _not_a_module_class(cls):
+        return False, problem
+    for channels, k, group_channels, size in ((32, 3, 16, 6), (48, 5, 8, 5)):
+        try:
+            mine = cls(channels, k, group_channels=group_channels).eval()
+        except Exception as error:  # the learner's constructor: any error is a message, not a crash
+            return False, f"MyInvolution({channels}, {k}, group_channels={group_channels}) fails: {str(error)[:100]}"
+        torch.manual_seed(channels)
+        ref = randomize_batchnorm(Involution(channels, k, group_channels=group_channels), seed=channels).eval()
+        theirs = list(ref.state_dict().values())
+        names = list(mine.state_dict())
+        shapes = [tuple(t.shape) for t in mine.state_dict().values()]
+        expected = [tuple(t.shape) for t in theirs]
+        if shapes != expected:
+            return False, (f"MyInvolution({channels}, {k}, group_channels={group_channels})'s weights and buffers, "
+                           f"in order, should have shapes {expected} (1x1 conv without bias, BatchNorm, 1x1 conv "
+                           f"with bias to K*K*G = {k * k * channels // group_channels}); yours: {shapes}.")
+        mine.load_state_dict(dict(zip(names, theirs)))
+        x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            try:
+                kernels = mine.kernels(x)
+            except Exception as error:  # the learner's code
+                return False, f"kernels(x) fails on a {tuple(x.shape)} input: {str(error)[:100]}"
+            if not isinstance(kernels, torch.Tensor) or tuple(kernels.shape) != (2, k * k * channels // group_channels,
+                                                                                 size, size):
+                got = tuple(kernels.shape) if isinstance(kernels, torch.Tensor) else type(kernels).__name__
+                return False, (f"kernels(x) must return (B, G*K*K, H, W) = "
+                               f"{(2, k * k * channels // group_channels, size, size)}; got {got}.")
+            if not torch.allclose(involution_loop(x, kernels, k), ref(x), atol=1e-4):
+                no_relu = ref.span(ref.reduce[1](ref.reduce[0](x)))
+                if torch.allclose(kernels, no_relu, atol=1e-4):
+                    return False, "a ReLU follows the BatchNorm."
+                return False, ("the involution with your kernels differs from the reference: "
+                               "span(relu(bn(reduce(x)))), all 1x1 convolutions on x itself.")
+    return True, "your kernels pass the loop check: each pixel's kernel comes from its own features."
+
+
 # --------------------------------------------------------------------------- chapter 4
 
 

@@ -521,6 +521,9 @@ def _describe_function(node: fx.Node, n_tensor_inputs: int) -> tuple[str, str, s
         return "linear", "linear", "linear"
     if name in ("conv2d", "conv1d", "conv3d"):
         return "conv", "conv", "conv"
+    if name == "apply_involution":  # cnnlearn.models.involution: x and the per-pixel kernels
+        k = kwargs.get("kernel_size", args[2] if len(args) > 2 else "?")
+        return "involution", "conv", f"involution {k}×{k}"
     return "function", "other", name
 
 

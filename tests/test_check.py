@@ -642,6 +642,59 @@ EXERCISES.update({
 })
 
 
+
+class InvolutionOK(nn.Module):
+    def __init__(self, channels, kernel_size, group_channels=16, reduction=4, relu=True, groups=None):
+        super().__init__()
+        self.kernel_size, self.groups = kernel_size, groups or channels // group_channels
+        self.reduce = nn.Conv2d(channels, channels // reduction, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels // reduction)
+        self.span = nn.Conv2d(channels // reduction, kernel_size * kernel_size * self.groups, 1)
+        self.relu = relu
+
+    def kernels(self, x):
+        out = self.bn(self.reduce(x))
+        return self.span(torch.relu(out) if self.relu else out)
+
+
+class InvolutionNoReLU(InvolutionOK):
+    def __init__(self, channels, kernel_size, group_channels=16, reduction=4):
+        super().__init__(channels, kernel_size, group_channels, reduction, relu=False)
+
+
+class InvolutionOneGroup(InvolutionOK):
+    def __init__(self, channels, kernel_size, group_channels=16, reduction=4):
+        super().__init__(channels, kernel_size, group_channels, reduction, groups=1)
+
+
+class InvolutionTransposedTaps(InvolutionOK):
+    def kernels(self, x):  # taps ordered (K*K, G) instead of (G, K*K)
+        k = super().kernels(x)
+        b, _, h, w = k.shape
+        return k.view(b, self.groups, -1, h, w).transpose(1, 2).reshape(b, -1, h, w)
+
+
+_SE_OK = dict(radix=1, cardinality=1, attn_channels=16, norm_layer=None, bias=True)
+
+EXERCISES.update({
+    "ch03b.split_attention_params": (116_608, [
+        (115_968, "biases"), (115_328, "BatchNorms"), (632_704, "8 groups"), (337_792, "not by the cardinality"),
+        (157_568, "grouped by the cardinality"), (85_600, "attention width"), (120_000, "too large"),
+        ("116608", "give a number"),
+    ]),
+    "ch03b.se_settings": (_SE_OK, [
+        ({**_SE_OK, "radix": 2}, "softmax"), ({**_SE_OK, "cardinality": 2}, "cardinal group"),
+        ({**_SE_OK, "attn_channels": 32}, "16"), ({**_SE_OK, "norm_layer": nn.BatchNorm2d}, "norm_layer=None"),
+        ({**_SE_OK, "bias": False}, "biases"), ((1, 1, 16, None, True), "dict"),
+        (dict.fromkeys(_SE_OK, ...), "replace the ..."), ({**_SE_OK, "bias": ...}, "replace the ... of bias"),
+    ]),
+    "ch03b.involution_kernels": (InvolutionOK, [
+        (InvolutionNoReLU, "ReLU"), (InvolutionOneGroup, "shapes"), (InvolutionTransposedTaps, "differs"),
+        (InvolutionOK(8, 3), "the class itself"),
+    ]),
+})
+
+
 class FactorizedOK(nn.Module):
     def __init__(self, in_channels, out_channels, n, kernels=None, padding=True, bias=False, eps=1e-3, mid_relu=True):
         super().__init__()

@@ -336,3 +336,13 @@ def test_draw_block_into_given_axes():
         warnings.simplefilter("error")
         out = draw_block(InvertedResidual(16, 16, 64), (16, 8, 8), ax=ax2)
     assert out is fig and ax2.get_title() == "InvertedResidual" and not ax1.patches and ax2.patches
+
+
+def test_involution_is_one_box_reading_the_input_and_the_generated_kernels():
+    from cnnlearn.models.involution import Involution
+
+    g = block_graph(Involution(32, 3, group_channels=16), (32, 8, 8))
+    (inv,) = g.find("involution")
+    assert g.node(inv.name).label == "involution 3×3"
+    sources = {e.src for e in g.inputs(inv.name)}
+    assert "input" in sources and len(sources) == 2  # x itself and span's kernels, 2 * 3 * 3 channels

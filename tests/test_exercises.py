@@ -35,9 +35,11 @@ import pytest
 from cnnlearn.check import check, list_exercises, reference
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
 sys.path.insert(0, str(ROOT / "tools"))
 from exercises import answer_patterns, chapter_exercises, chapter_problems  # noqa: E402
+from notebooks import chapter_id, chapter_paths  # noqa: E402
+
+CHAPTERS = chapter_paths()
 
 # Chapters whose exercises fail this test today (their numbers, as in the file names).
 # Remove a chapter once its exercises are fixed; the test then guards it.
@@ -48,7 +50,7 @@ KNOWN_FAILING: set[str] = set()
 
 
 def _chapter_param(path: Path):
-    chapter = path.name[:2]
+    chapter = chapter_id(path)
     marks = [pytest.mark.xfail(strict=False, reason=f"chapter {chapter}'s exercises leak answers or lack "
                                                     "solutions (issue 12, item 5); remove it from KNOWN_FAILING "
                                                     "once fixed")] if chapter in KNOWN_FAILING else []
@@ -57,12 +59,12 @@ def _chapter_param(path: Path):
 
 def test_there_are_chapters_and_known_failing_names_only_chapters():
     assert CHAPTERS, "no chapter notebooks found in chapters/"
-    assert KNOWN_FAILING <= {p.name[:2] for p in CHAPTERS}, "KNOWN_FAILING names a chapter that does not exist"
+    assert KNOWN_FAILING <= {chapter_id(p) for p in CHAPTERS}, "KNOWN_FAILING names a chapter that does not exist"
 
 
 @pytest.mark.parametrize("path", [_chapter_param(p) for p in CHAPTERS])
 def test_chapter_exercises_have_checkers_and_solutions_and_keep_their_answers(path):
-    problems = chapter_problems(nbformat.read(path, as_version=4), path.name[:2])
+    problems = chapter_problems(nbformat.read(path, as_version=4), chapter_id(path))
     assert not problems, f"{path.name}:\n  " + "\n  ".join(problems)
 
 

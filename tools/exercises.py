@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cnnlearn.check import list_exercises, reference
 
-_EXERCISE_MARK = re.compile(r"^\*\*(\d+\.\d+)\*\*", re.M)
+_EXERCISE_MARK = re.compile(r"^\*\*(\d+[a-z]?\.\d+)\*\*", re.M)  # 5.3, or 3b.1 in a chapter\'s second notebook
 _CHECK_CALL = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$", re.M)
 # A MyST directive fence: ```{admonition} Title or :::{admonition} Title, three or more.

@@ -169,7 +169,7 @@ def student_notebook(chapter_nb, chapter: str, points: dict[str, float] | None =
                     f"answer-{mark.group(1).replace('.', '-')}", cnnlearn={"answer_for": mark.group(1)}))
 
     header = _new_cell("markdown", (
-        f"```{{note}} Homework: chapter {int(chapter)}\n"
+        f"```{{note}} Homework: chapter {chapter.lstrip('0')}\n"
         "Answer the exercises at the end: fill in the cells marked `# your answer` or `# your code`, "
         "and write your answers to the discussion exercises in the cells marked *Your answer*. "
         "Each `check(...)` call tells you at once whether an answer is right. Do not delete or rename "
@@ -257,7 +257,7 @@ def _deterministic_zip(path: Path) -> None:
 
 def build(chapter_path: Path, out: Path, points: dict[str, float] | None = None, make_zip: bool = False) -> Path:
     """Build one chapter's homework into ``out/NN/`` and return that folder."""
-    chapter = chapter_path.name[:2]
+    chapter = chapter_path.name.split("_", 1)[0]  # "05", or "03b" for a chapter's second notebook
     chapter_nb = nbformat.read(chapter_path, as_version=4)
     student, specs = student_notebook(chapter_nb, chapter, points)
     key = key_notebook(student, chapter_nb, specs)
@@ -267,7 +267,7 @@ def build(chapter_path: Path, out: Path, points: dict[str, float] | None = None,
     _write(folder / chapter_path.name, nbformat.writes(student) + "\n")
     _write(folder / "key" / chapter_path.name, nbformat.writes(key) + "\n")
     for spec in specs:
-        _write(folder / "tests" / f"{spec.test}.py", _TEST_FILE.format(chapter=int(chapter), **asdict(spec)))
+        _write(folder / "tests" / f"{spec.test}.py", _TEST_FILE.format(chapter=chapter.lstrip('0'), **asdict(spec)))
     manifest = {"chapter": chapter, "notebook": chapter_path.name, "exercises": [asdict(s) for s in specs]}
     _write(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     if make_zip:
@@ -539,9 +539,9 @@ def grade(homework: Path, submissions: list[Path], out: Path, cell_timeout: int 
 
 
 def _chapters(chapter: str | None) -> list[Path]:
-    paths = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(CHAPTERS.glob("[0-9][0-9]*_*.ipynb"))
     if chapter:
-        paths = [p for p in paths if p.name.startswith(chapter.zfill(2))]
+        paths = [p for p in paths if p.name.split("_", 1)[0] == chapter.zfill(2)]
         if not paths:
             raise SystemExit(f"no chapter notebook starts with {chapter!r} in {CHAPTERS}")
     return paths

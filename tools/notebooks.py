@@ -35,10 +35,17 @@ def repository_url() -> str:
     return config["repository"]["url"].rstrip("/")
 
 
+def chapter_id(path: Path) -> str:
+    """A chapter notebook's id, the part of its name before the first underscore: "03" for
+    ``03_beyond_resnet.ipynb``, "03b" for ``03b_attention_in_block.ipynb`` (a chapter's
+    second notebook, a section under it in ``_toc.yml``)."""
+    return path.name.split("_", 1)[0]
+
+
 def chapter_paths(chapter: str | None = None) -> list[Path]:
-    paths = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(CHAPTERS.glob("[0-9][0-9]*_*.ipynb"))
     if chapter:
-        paths = [p for p in paths if p.name.startswith(chapter)]
+        paths = [p for p in paths if chapter_id(p) == chapter.zfill(2)]
         if not paths:
             sys.exit(f"no chapter notebook starts with {chapter!r} in {CHAPTERS}")
     return paths
@@ -114,11 +121,11 @@ def stale() -> list[str]:
         nb = nbformat.read(path, as_version=4)
         stamp = nb.metadata.get("cnnlearn")
         if not stamp:
-            problems.append(f"{path.name}: no 'cnnlearn' stamp: run make outputs CHAPTER={path.name[:2]}")
+            problems.append(f"{path.name}: no 'cnnlearn' stamp: run make outputs CHAPTER={chapter_id(path)}")
             continue
         if stamp.get("code_sha256") != code_sha256(nb):
             problems.append(f"{path.name}: code changed since its outputs were stored: "
-                            f"run make outputs CHAPTER={path.name[:2]}")
+                            f"run make outputs CHAPTER={chapter_id(path)}")
         if stamp.get("budget") not in ("cpu", "gpu"):
             problems.append(f"{path.name}: outputs stored at budget {stamp.get('budget')!r}, not cpu or gpu")
         if install_url(nb) != url:

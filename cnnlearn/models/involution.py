@@ -89,6 +89,10 @@ def apply_involution(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, s
     return out.reshape(b, c, h_out, w_out)
 
 
+# One node for torch.fx (draw_block): its checks read the shapes as Python numbers, which tracing cannot.
+torch.fx.wrap("apply_involution")
+
+
 def involution_loop(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
     """:func:`apply_involution` written as the plain loop over output pixels and taps of
     Eq. 4 of the paper: the reference to check an implementation against (slow)."""
@@ -209,7 +213,7 @@ def _rednet(layers: tuple[int, ...], num_classes: int, zero_init_residual: bool)
 
 @register_model
 def rednet26(num_classes: int = 1000, zero_init_residual: bool = False) -> RedNet:
-    """RedNet-26: (1, 2, 4, 1) involution bottlenecks; 9,234,632 parameters (the official
+    """RedNet-26: (1, 2, 4, 1) involution bottlenecks; 9,233,166 parameters (the official
     table: 9.23M)."""
     return _rednet((1, 2, 4, 1), num_classes, zero_init_residual)
 
