@@ -23,19 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import homework  # noqa: E402
 from exercises import answer_patterns, chapter_exercises, solution_dropdowns  # noqa: E402
+from notebooks import chapter_id, chapter_paths  # noqa: E402
 from test_check import EXERCISES as CHECKED  # noqa: E402  (a reference and wrong answers per exercise)
 
-CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]*_*.ipynb"))
-
-
-def _id(path):
-    return path.name.split("_", 1)[0]  # "05", or "03b" for a chapter's second notebook
+CHAPTERS = chapter_paths()
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("homework")
-    return {_id(path): homework.build(path, out) for path in CHAPTERS}
+    return {chapter_id(path): homework.build(path, out) for path in CHAPTERS}
 
 
 def _texts(nb) -> list[str]:
@@ -52,7 +49,7 @@ def _texts(nb) -> list[str]:
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_student_notebook_holds_no_solution_and_no_reference_answer(path, built):
     chapter = nbformat.read(path, as_version=4)
-    student = nbformat.read(built[_id(path)] / path.name, as_version=4)
+    student = nbformat.read(built[chapter_id(path)] / path.name, as_version=4)
     texts = _texts(student)
     assert not any(solution_dropdowns(t) for t in texts), "a solution dropdown is left"
     # No line of a solution (code or prose) survives, beyond short common ones.
@@ -73,7 +70,7 @@ def test_student_notebook_holds_no_solution_and_no_reference_answer(path, built)
         assert not found, f"{id}: its reference answer {reference(id)!r} is in the student notebook"
     # Every checked exercise has a test, every discussion exercise an answer cell, and the
     # Colab install cell is still the first code cell.
-    tests = sorted(p.stem for p in (built[_id(path)] / "tests").glob("*.py"))
+    tests = sorted(p.stem for p in (built[chapter_id(path)] / "tests").glob("*.py"))
     assert tests == sorted(homework.test_name(id) for ex in exercises for id in ex.check_ids)
     answer_cells = [c.metadata["cnnlearn"]["answer_for"] for c in student.cells
                     if "answer_for" in c.metadata.get("cnnlearn", {})]
@@ -86,7 +83,7 @@ def test_student_notebook_holds_no_solution_and_no_reference_answer(path, built)
 
 
 def test_the_build_is_deterministic(built, tmp_path):
-    again = {_id(path): homework.build(path, tmp_path) for path in CHAPTERS}
+    again = {chapter_id(path): homework.build(path, tmp_path) for path in CHAPTERS}
     for chapter, folder in built.items():
         files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
         assert files == sorted(p.relative_to(again[chapter]) for p in again[chapter].rglob("*") if p.is_file())

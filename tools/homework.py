@@ -56,12 +56,11 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from exercises import chapter_exercises  # noqa: E402
+from exercises import _EXERCISE_MARK as _MARK, chapter_exercises  # noqa: E402  (5.3, or 3b.1)
+from notebooks import chapter_id, chapter_paths  # noqa: E402
 
-CHAPTERS = ROOT / "chapters"
 EXERCISE_TAG = "exercise"
 IGNORE_TAG = "otter_ignore"   # otter drops cells with this tag before executing
-_MARK = re.compile(r"^\*\*(\d+\.\d+)\*\*", re.M)
 _FENCED_CODE = re.compile(r"^(~{3,}|`{3,})python[ \t]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 
 
@@ -257,7 +256,7 @@ def _deterministic_zip(path: Path) -> None:
 
 def build(chapter_path: Path, out: Path, points: dict[str, float] | None = None, make_zip: bool = False) -> Path:
     """Build one chapter's homework into ``out/NN/`` and return that folder."""
-    chapter = chapter_path.name.split("_", 1)[0]  # "05", or "03b" for a chapter's second notebook
+    chapter = chapter_id(chapter_path)  # "05", or "03b" for a chapter's second notebook
     chapter_nb = nbformat.read(chapter_path, as_version=4)
     student, specs = student_notebook(chapter_nb, chapter, points)
     key = key_notebook(student, chapter_nb, specs)
@@ -538,15 +537,6 @@ def grade(homework: Path, submissions: list[Path], out: Path, cell_timeout: int 
 # --------------------------------------------------------------------------- command line
 
 
-def _chapters(chapter: str | None) -> list[Path]:
-    paths = sorted(CHAPTERS.glob("[0-9][0-9]*_*.ipynb"))
-    if chapter:
-        paths = [p for p in paths if p.name.split("_", 1)[0] == chapter.zfill(2)]
-        if not paths:
-            raise SystemExit(f"no chapter notebook starts with {chapter!r} in {CHAPTERS}")
-    return paths
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -569,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "build":
         points = json.loads(args.points.read_text()) if args.points else None
-        for path in _chapters(args.chapter):
+        for path in chapter_paths(args.chapter):
             print(f"{path.name} -> {build(path, args.out, points, args.zip)}")
     elif args.command == "grade":
         if not (args.homework / "manifest.json").is_file():
