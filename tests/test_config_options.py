@@ -144,6 +144,18 @@ def test_weight_decay():
     assert_steps(step(model, before), expected)
 
 
+def test_bias_decay():
+    # bias_decay=True: every parameter, biases and BatchNorm's too, steps by -lr (g + wd * w).
+    model0, data = conv_net(norm=True), tiny_data()  # "1." is the BatchNorm, "0.bias" and "6.bias" biases
+    g, w = gradient(model0, data), params(model0)
+    for norm_lr_scale in (1.0, 3.0):   # also when the norm parameters are a group of their own
+        model, _, before = train(copy.deepcopy(model0), data, weight_decay=0.5, bias_decay=True,
+                                 norm_lr_scale=norm_lr_scale)
+        scale = {k: norm_lr_scale if k.startswith("1.") else 1.0 for k in g}
+        expected = {k: -0.1 * scale[k] * (v + 0.5 * w[k]) for k, v in g.items()}
+        assert_steps(step(model, before), expected)
+
+
 def test_label_smoothing():
     model0, data = conv_net(), tiny_data()
     x, y = data.train.normalize(data.train.images), data.train.labels
@@ -521,7 +533,7 @@ def test_gan_channels_last():
 OPTION_TESTS = {
     TrainConfig: {
         "epochs": test_epochs, "optimizer": test_optimizer, "lr": test_lr, "momentum": test_momentum,
-        "weight_decay": test_weight_decay, "schedule": test_schedule, "warmup_epochs": test_warmup_epochs,
+        "weight_decay": test_weight_decay, "bias_decay": test_bias_decay, "schedule": test_schedule, "warmup_epochs": test_warmup_epochs,
         "label_smoothing": test_label_smoothing, "precision": test_precision, "channels_last": test_channels_last,
         "tta_flip": test_tta_flip, "tta_translate": test_tta_translate, "tta_final_only": test_tta_final_only,
         "norm_lr_scale": test_norm_lr_scale, "lookahead": test_lookahead, "eval_every": test_eval_every,

@@ -379,6 +379,7 @@ def test_checkpoints_without_the_new_options_keep_their_config():
 
     key = _config_key(TrainConfig())
     assert not {"mixing", "mix_alpha", "mix_off_epochs", "distill_weight", "distill_temperature",
-                "ema_decay"} & key.keys()
+                "ema_decay", "bias_decay"} & key.keys()
     assert _config_key(TrainConfig(mixing="mixup"))["mixing"] == "mixup"
+    assert _config_key(TrainConfig(bias_decay=True))["bias_decay"] is True
     assert _config_key(TrainConfig(ema_decay=0.99))["ema_decay"] == 0.99
