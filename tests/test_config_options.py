@@ -173,8 +173,13 @@ def test_grad_clip():
     g = gradient(model0, data)
     norm = math.sqrt(sum(float(v.pow(2).sum()) for v in g.values()))
     clip = norm / 4
-    model, _, before = train(copy.deepcopy(model0), data, grad_clip=clip)
+    model, history, before = train(copy.deepcopy(model0), data, grad_clip=clip)
     assert_steps(step(model, before), {k: -0.1 * v * clip / norm for k, v in g.items()})
+    # The history records the norm before clipping (one step: the largest and the mean are it).
+    assert history.grad_norm_max == pytest.approx([norm], rel=1e-5)
+    assert history.grad_norm_mean == pytest.approx([norm], rel=1e-5)
+    _, unclipped, _ = train(copy.deepcopy(model0), data)
+    assert unclipped.grad_norm_max == [] and unclipped.grad_norm_mean == []
 
 
 def test_norm_lr_scale():

@@ -116,8 +116,10 @@ def test_training_learns_brightness():
     _, acc_before = evaluate(model, data.test)
     history = fit(model, data, TrainConfig(epochs=5, lr=0.2), progress=False)
     assert history.epoch == [1, 2, 3, 4, 5]
-    assert all(len(v) == 5 for k, v in history.as_dict().items() if k != "test_miou")
+    sometimes_empty = ("test_miou", "grad_norm_max", "grad_norm_mean")
+    assert all(len(v) == 5 for k, v in history.as_dict().items() if k not in sometimes_empty)
     assert history.test_miou == []  # mean IoU is recorded for segmentation data only
+    assert history.grad_norm_max == history.grad_norm_mean == []  # gradient norms with grad_clip only
     assert history.train_loss[-1] < 0.6 * history.train_loss[0]
     assert history.test_acc[-1] >= 0.9 > acc_before + 0.3
     assert history.final_test_acc == history.test_acc[-1]
@@ -321,6 +323,20 @@ def test_bf16_refused_without_native_support(monkeypatch):
     assert resolve_precision("auto", torch.device("cpu")) is None  # auto falls back to float32
     with pytest.raises(ValueError, match="no native bfloat16"):  # fit refuses before touching the model
         fit(tiny_net(), brightness_data(), TrainConfig(epochs=1, precision="bf16"), progress=False)
+
+
+def test_auto_keeps_depthwise_networks_in_float32_on_a_bf16_cpu(monkeypatch):
+    import cnnlearn.train as train
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    depthwise = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8))
+    grouped = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=2))
+    assert train.has_depthwise_conv(depthwise) and not train.has_depthwise_conv(grouped)
+    assert not train.has_depthwise_conv(nn.Conv2d(1, 1, 3))  # one channel: groups == 1, no depthwise layer
+    assert resolve_precision("auto", cpu, depthwise) is None
+    assert resolve_precision("auto", cpu, grouped) == torch.bfloat16
+    assert resolve_precision("auto", cpu) == torch.bfloat16  # no model: the device decides alone
+    assert resolve_precision("bf16", cpu, depthwise) == torch.bfloat16  # asked for explicitly: granted
 
 
 def _conv_input_dtypes(model, run):
