@@ -4,9 +4,9 @@ One loop serves every chapter. It is written for the free Colab GPU as much as f
 laptop CPU. ``TrainConfig.precision="auto"`` (the default) picks the fastest safe
 arithmetic for the device: on CUDA mixed precision (bfloat16 where supported, else
 float16 with loss scaling); on a CPU with native bfloat16 instructions (``avx512_bf16``
-or AMX) bfloat16 autocast, which trains ResNets 1.4-2x as fast as float32 there (networks with
-depthwise convolutions stay in float32, where they are faster: see ``resolve_precision``);
-float32 elsewhere. Inputs and weights use the channels-last (NHWC) memory layout on CUDA and
+or AMX) bfloat16 autocast, which trains ResNets 1.4-2x as fast as float32 there (networks of
+small depthwise or grouped convolutions may not gain: see ``resolve_precision``); float32
+elsewhere. Inputs and weights use the channels-last (NHWC) memory layout on CUDA and
 CPUs, where convolutions run faster in it. Everywhere the loop steps the learning rate
 every batch, keeps weight decay off biases and normalisation parameters, and saves an
 atomic checkpoint after every epoch so an interrupted run resumes exactly.
@@ -41,8 +41,7 @@ from .regularize import MIXINGS, BatchMixer, MixedLabels, distillation_loss
 from .segmentation import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "evaluate_segmentation", "SegmentationScores", "evaluate_ten_crop", "ten_crops", "predict", "recalibrate_bn",
-           "lr_multiplier", "scaled_lr", "WeightEMA", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision",
-           "has_depthwise_conv"]
+           "lr_multiplier", "scaled_lr", "WeightEMA", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -68,27 +67,21 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def has_depthwise_conv(model: nn.Module) -> bool:
-    """Whether ``model`` has a depthwise convolution (``groups == in_channels > 1``)."""
-    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in model.modules())
-
-
-def resolve_precision(precision: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype | None:
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or None for plain float32.
 
     * ``"auto"``: CUDA -> bfloat16 on GPUs with native support (Ampere or newer), else float16; a CPU with
-      native bfloat16 -> bfloat16, except for a ``model`` with depthwise convolutions, which
-      gets float32; anything else -> float32.
-
-    Why the exception: on the Intel Xeon (AMX) CPUs of our build machines, with torch 2.14,
-    the depthwise networks (MobileNet, ShuffleNet, EfficientNet) trained slower with bfloat16
-    autocast than in float32 (e.g. ShuffleNet v2 at batch 128: 135 against 192 images/s), while
-    ResNets trained about 1.4x faster; the depthwise kernels gain nothing from the matrix units,
-    and autocast adds a cast around every one of them. Ask for ``"bf16"`` to override.
+      native bfloat16 -> bfloat16; anything else -> float32.
     * ``"fp32"``: float32 everywhere (the reference arithmetic).
     * ``"bf16"``: bfloat16 autocast; refused on a CPU without native bfloat16, where
       it would be emulated and slower than float32.
     * ``"fp16"``: float16 autocast with loss scaling; CUDA only.
+
+    On a CPU, bfloat16 pays most for networks whose time goes into large matrix products
+    (ResNets: about 1.4-2x on our build machines). Networks dominated by small depthwise or
+    grouped convolutions can train slower with it than in float32 there (e.g. ShuffleNet v2
+    at batch 128: 135 against 192 images/s), and which way a depthwise network goes depends
+    on its width and batch, so measure before choosing ``"fp32"`` for one.
 
     Raises:
         ValueError: ``precision`` is not one of :data:`PRECISIONS`, or the device
@@ -117,8 +110,6 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
         if precision == "fp16":
             raise ValueError("precision='fp16' needs a CUDA GPU; on the CPU use 'bf16' (where it is native) or 'fp32'")
         if cpu_has_native_bf16():
-            if precision == "auto" and model is not None and has_depthwise_conv(model):
-                return None
             return torch.bfloat16
         if precision == "bf16":
             raise ValueError("precision='bf16' was asked for, but this CPU has no native bfloat16 "
@@ -615,7 +606,7 @@ def _evaluation_mode(model: nn.Module, loader, precision, channels_last: bool | 
     was_training = model.training
     model.eval()
     device = loader.device
-    dtype = resolve_precision(precision, device, model)
+    dtype = resolve_precision(precision, device)
     if channels_last is None:
         channels_last = _model_is_channels_last(model)
     return was_training, device, dtype, channels_last
@@ -906,7 +897,7 @@ def fit(
     ignore_index = IGNORE_INDEX if masks else -100  # -100: F.cross_entropy's default, no class
     device = data.train.device
     channels_last = _use_channels_last(device, cfg.channels_last)
-    amp_dtype = resolve_precision(cfg.precision, device, model)  # before moving: a refused precision changes nothing
+    amp_dtype = resolve_precision(cfg.precision, device)  # before moving: a refused precision changes nothing
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

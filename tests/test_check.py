@@ -443,33 +443,12 @@ EXERCISES.update({
 # --------------------------------------------------------------------------- chapter 7
 
 
-def shuffle_ok(x, groups):
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+def perm_ok(channels, groups):
+    return [(i % groups) * (channels // groups) + i // groups for i in range(channels)]
 
 
-def shuffle_no_transpose(x, groups):
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, c // groups, h, w).reshape(b, c, h, w)
-
-
-def shuffle_inverse(x, groups):
-    b, c, h, w = x.shape
-    return x.reshape(b, c // groups, groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-
-
-def shuffle_view(x, groups):
-    b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).view(b, c, h, w)
-
-
-def shuffle_flat(x, groups):
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, -1).transpose(1, 2).reshape(b, c, h, w)  # mixes pixels into channels
-
-
-def shuffle_reversed(x, groups):
-    return x.flip(1)
+def perm_inverse(channels, groups):
+    return [(i % (channels // groups)) * groups + i // (channels // groups) for i in range(channels)]
 
 
 def _lat(ms, repeats=20, batch_size=1, threads=1):
@@ -479,9 +458,11 @@ def _lat(ms, repeats=20, batch_size=1, threads=1):
 
 
 EXERCISES.update({
-    "ch07.channel_shuffle": (shuffle_ok, [(shuffle_no_transpose, "old order"), (shuffle_inverse, "inverse shuffle"),
-                                          (shuffle_view, "use reshape"), (shuffle_flat, "order is wrong"),
-                                          (shuffle_reversed, "order is wrong"), ("f", "function itself")]),
+    "ch07.shuffle_permutation": (perm_ok, [(lambda c, g: list(range(c)), "old order"),
+                                           (perm_inverse, "inverse shuffle"),
+                                           (lambda c, g: [0] * c, "not a permutation"),
+                                           (lambda c, g: list(reversed(range(c))), "order is wrong"),
+                                           (lambda c, g: None, "list of"), ("f", "function itself")]),
     "ch07.group_conv_params": (73_728, [(589_824, "ungrouped"), (9_216, "twice"), (74_112, "no biases"),
                                         (192, "one filter"), (80_000, "too large")]),
     "ch07.faster_block": (("A", _lat(1.0), _lat(2.0)), [

@@ -325,20 +325,6 @@ def test_bf16_refused_without_native_support(monkeypatch):
         fit(tiny_net(), brightness_data(), TrainConfig(epochs=1, precision="bf16"), progress=False)
 
 
-def test_auto_keeps_depthwise_networks_in_float32_on_a_bf16_cpu(monkeypatch):
-    import cnnlearn.train as train
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
-    cpu = torch.device("cpu")
-    depthwise = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8))
-    grouped = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=2))
-    assert train.has_depthwise_conv(depthwise) and not train.has_depthwise_conv(grouped)
-    assert not train.has_depthwise_conv(nn.Conv2d(1, 1, 3))  # one channel: groups == 1, no depthwise layer
-    assert resolve_precision("auto", cpu, depthwise) is None
-    assert resolve_precision("auto", cpu, grouped) == torch.bfloat16
-    assert resolve_precision("auto", cpu) == torch.bfloat16  # no model: the device decides alone
-    assert resolve_precision("bf16", cpu, depthwise) == torch.bfloat16  # asked for explicitly: granted
-
-
 def _conv_input_dtypes(model, run):
     seen = set()
     handle = model[0].register_forward_hook(lambda m, i, o: seen.add(o.dtype))
