@@ -1289,18 +1289,18 @@ def _ch07_faster_block(answer):
 # --------------------------------------------------------------------------- chapter 5
 
 
-def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.Module:
-    from .models.layers import DepthwiseSeparableConv
-
+def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.Sequential:
+    # Xception's separable convolution: depthwise, pointwise, nothing between, then BN and ReLU.
     torch.manual_seed(seed)
-    ref = DepthwiseSeparableConv(cin, cout, k, s).eval()
+    ref = nn.Sequential(nn.Conv2d(cin, cin, k, s, k // 2, groups=cin, bias=False),
+                        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()).eval()
     return randomize_batchnorm(ref, seed, spread=0.2)  # a fresh BN in eval mode is the identity
 
 
 @exercise("ch05.separable_block",
-          "Write an nn.Module class SeparableBlock(in_channels, out_channels, kernel_size=3, stride=1): "
-          "depthwise kxk conv (stride, 'same' padding, no bias), BatchNorm, ReLU, pointwise 1x1 conv "
-          "(no bias), BatchNorm, ReLU.")
+          "Write an nn.Module class SeparableBlock(in_channels, out_channels, kernel_size=3, stride=1) in "
+          "Xception's form: depthwise kxk conv (stride, 'same' padding, no bias) followed directly by a "
+          "pointwise 1x1 conv (no bias), nothing between them, then one BatchNorm and a ReLU.")
 def _ch05_separable_block(cls):
     import torch.nn.functional as F
 
@@ -1315,8 +1315,8 @@ def _ch05_separable_block(cls):
                            "the block has two: a depthwise and a pointwise convolution.")
         dw, pw = convs
         if dw.kernel_size == (1, 1) and pw.kernel_size != (1, 1):
-            return False, ("your first convolution is the 1x1 one; MobileNet filters each channel first "
-                           "(depthwise), then mixes channels (pointwise).")
+            return False, ("your first convolution is the 1x1 one; the separable convolution filters each "
+                           "channel first (depthwise), then mixes channels (pointwise).")
         if dw.groups == 1:
             return False, (f"your k x k convolution has groups=1: a standard convolution with "
                            f"{dw.weight.numel():,} weights. Depthwise means groups=in_channels.")
@@ -1326,14 +1326,13 @@ def _ch05_separable_block(cls):
         if pw.kernel_size != (1, 1) or pw.groups != 1 or pw.out_channels != cout:
             return False, f"the pointwise convolution is nn.Conv2d(in_channels, out_channels={cout}, 1)."
         if dw.bias is not None or pw.bias is not None:
-            return False, "no biases (bias=False): the BatchNorm after each convolution has its own shift."
-        if len(bns) != 2:
-            return False, f"put a BatchNorm after each convolution (found {len(bns)} nn.BatchNorm2d)."
+            return False, "no biases (bias=False): the BatchNorm after the pointwise convolution has its own shift."
+        if len(bns) != 1:
+            return False, (f"Xception's form has one BatchNorm, after the pointwise convolution (found {len(bns)} "
+                           "nn.BatchNorm2d): nothing stands between the depthwise and the pointwise convolution.")
         ref = _ch05_reference_block(cin, cout, k, s, seed=cin + k)
-        ref_convs = (ref.depthwise[0], ref.pointwise[0])
-        ref_bns = (ref.depthwise[1], ref.pointwise[1])
         with torch.no_grad():
-            for mine, theirs in zip(convs + bns, ref_convs + ref_bns):
+            for mine, theirs in zip((dw, pw, bns[0]), (ref[0], ref[1], ref[2])):
                 if mine.weight.shape != theirs.weight.shape:
                     return False, (f"a layer's weight has shape {tuple(mine.weight.shape)}, expected "
                                    f"{tuple(theirs.weight.shape)}.")
@@ -1348,20 +1347,21 @@ def _ch05_separable_block(cls):
                                "depthwise convolution.")
             if torch.allclose(out, expected, atol=1e-5):
                 continue
-            dw_out = ref.depthwise(x)
-            no_last_relu = ref.pointwise[1](ref.pointwise[0](dw_out))
-            no_first_relu = ref.pointwise(ref.depthwise[1](ref.depthwise[0](x)))
-            relu6 = F.relu6(ref.pointwise[1](ref.pointwise[0](F.relu6(ref.depthwise[1](ref.depthwise[0](x))))))
+            between = ref[3](ref[2](ref[1](F.relu(ref[0](x)))))
+            no_last_relu = ref[2](ref[1](ref[0](x)))
+            relu6 = F.relu6(ref[2](ref[1](ref[0](x))))
             for wrong, hint in (
-                (no_last_relu, "put a ReLU after the second BatchNorm too (MobileNet v1's block, Fig. 3)."),
-                (no_first_relu, "put a ReLU after the first BatchNorm too."),
-                (relu6, "use ReLU, as MobileNet v1 does (ReLU6 came with v2)."),
+                (between, "no ReLU between the two convolutions: Xception found the block better without an "
+                          "intermediate non-linearity (Sec. 4.7, Fig. 10)."),
+                (no_last_relu, "end with a ReLU after the BatchNorm."),
+                (relu6, "use ReLU, not ReLU6."),
             ):
                 if torch.allclose(out, wrong, atol=1e-5):
                     return False, hint
-            return False, ("the output differs from DepthwiseSeparableConv's with the same weights: "
-                           "relu(bn1(dw(x))), then relu(bn2(pw(.))).")
-    return True, "your block computes the same function as cnnlearn's DepthwiseSeparableConv."
+            return False, ("the output differs from the reference with the same weights: "
+                           "relu(bn(pointwise(depthwise(x)))).")
+    return True, ("your block computes Xception's separable convolution; without a non-linearity between "
+                  "them, its two convolutions compose to one k x k convolution whose weights factorise.")
 
 
 @exercise("ch05.separable_macs",
