@@ -804,9 +804,10 @@ def _random_se(channels: int, reduced: int, seed: int = 0) -> nn.Module:
 
 
 @exercise("ch06.se_module",
-          "Write an nn.Module class SE(channels, reduction): squeeze each channel by global average "
-          "pooling, excite with Linear(channels -> channels // reduction), ReLU, Linear(-> channels), "
-          "sigmoid, and multiply the input's channels by the gates.")
+          "Write CBAM's channel attention as an nn.Module class SE(channels, reduction): squeeze each channel "
+          "by global average pooling and by global max pooling, pass both vectors through the same "
+          "Linear(channels -> channels // reduction), ReLU, Linear(-> channels), add the two results, "
+          "apply a sigmoid, and multiply the input's channels by the gates.")
 def _ch06_se_module(cls):
     if problem := _not_a_module_class(cls):
         return False, problem
@@ -817,7 +818,8 @@ def _ch06_se_module(cls):
         expected = 2 * channels * reduced + reduced + channels
         if n != expected:
             hint = {2 * channels * reduced: " Both layers have a bias.",
-                    2 * channels * channels + 2 * channels: " The first layer has channels // reduction outputs."}
+                    2 * channels * channels + 2 * channels: " The first layer has channels // reduction outputs.",
+                    2 * expected: " The two squeezes share one bottleneck: the same two layers for both."}
             return False, (f"SE({channels}, {reduction}) has {n:,} parameters, expected {expected:,} "
                            f"(2*C*C/r weights + C/r + C biases).{hint.get(n, '')}")
         tensors = _se_tensors(se, channels, reduced)
@@ -828,26 +830,33 @@ def _ch06_se_module(cls):
         torch.manual_seed(1)
         x = torch.randn(2, channels, 7, 5)
         with torch.no_grad():
-            out, expected_out = se(x), ref(x)
+            out = se(x)
             if tuple(out.shape) != tuple(x.shape):
-                return False, (f"the output has shape {tuple(out.shape)}; SE returns the input rescaled, "
+                return False, (f"the output has shape {tuple(out.shape)}; the unit returns the input rescaled, "
                                f"shape {tuple(x.shape)} (multiply x by the gates).")
-            if torch.allclose(out, expected_out, atol=1e-5):
+            def mlp(v):  # the shared bottleneck, on a (B, C, 1, 1) squeeze
+                return ref.fc2(ref.act(ref.fc1(v)))
+            avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+            if torch.allclose(out, x * torch.sigmoid(mlp(avg) + mlp(mx)), atol=1e-5):
                 continue
-            pre = ref.fc2(ref.act(ref.fc1(x.mean((2, 3), keepdim=True))))
-            maxed = ref.fc2(ref.act(ref.fc1(x.amax((2, 3), keepdim=True))))
-            no_relu = ref.fc2(ref.fc1(x.mean((2, 3), keepdim=True)))
             diagnoses = [
-                (x * pre, "the gates must pass through a sigmoid, to lie in (0, 1)."),
-                (x * torch.sigmoid(maxed), "squeeze with the mean over H and W (global average pooling), not the max."),
-                (x * torch.sigmoid(no_relu), "put a ReLU between the two layers."),
-                (x + torch.sigmoid(pre), "multiply the channels by their gates, do not add them."),
+                (x * torch.sigmoid(mlp(avg)), "that is SE's unit: CBAM also squeezes by the max, passes it "
+                                             "through the same two layers, and adds the two before the sigmoid."),
+                (x * torch.sigmoid(mlp(mx)), "add the average-pooled squeeze too: both go through the same layers."),
+                (x * (torch.sigmoid(mlp(avg)) + torch.sigmoid(mlp(mx))),
+                 "add the two bottleneck outputs before the sigmoid, so that the gates stay in (0, 1)."),
+                (x * torch.sigmoid(mlp(avg + mx)), "pass each squeeze through the bottleneck on its own, then add."),
+                (x * (mlp(avg) + mlp(mx)), "the gates must pass through a sigmoid, to lie in (0, 1)."),
+                (x * torch.sigmoid(ref.fc2(ref.fc1(avg)) + ref.fc2(ref.fc1(mx))), "put a ReLU between the two layers."),
+                (x + torch.sigmoid(mlp(avg) + mlp(mx)), "multiply the channels by their gates, do not add them."),
             ]
             for wrong, hint in diagnoses:
                 if torch.allclose(out, wrong, atol=1e-5):
                     return False, hint
-            return False, "the output differs from an SE unit's with the same weights: squeeze, excite, scale."
-    return True, "your SE unit computes the same function as cnnlearn's SqueezeExcite."
+            return False, ("the output differs from CBAM's channel attention with the same weights: "
+                           "x * sigmoid(mlp(avg) + mlp(max)).")
+    return True, ("your unit computes CBAM's channel attention; with the max squeeze removed it is SE's unit "
+                  "(cnnlearn's SqueezeExcite).")
 
 
 @exercise("ch06.se_overhead",

@@ -239,6 +239,44 @@ class SEGatesOnly(SE):
         return torch.sigmoid(self.gates(x))
 
 
+class CBAM(SE):  # CBAM's channel attention: the answer of exercise 6.1
+    def mlp(self, z):
+        return self.fc2(torch.relu(self.fc1(z)))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[:, :, None, None]
+
+
+class CBAMSigmoidEach(CBAM):
+    def forward(self, x):
+        g = torch.sigmoid(self.mlp(x.mean((2, 3)))) + torch.sigmoid(self.mlp(x.amax((2, 3))))
+        return x * g[:, :, None, None]
+
+
+class CBAMSquezesAdded(CBAM):
+    def forward(self, x):
+        return x * torch.sigmoid(self.mlp(x.mean((2, 3)) + x.amax((2, 3))))[:, :, None, None]
+
+
+class CBAMNoSigmoid(CBAM):
+    def forward(self, x):
+        return x * (self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[:, :, None, None]
+
+
+class CBAMAdds(CBAM):
+    def forward(self, x):
+        return x + torch.sigmoid(self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[:, :, None, None]
+
+
+class CBAMTwoBottlenecks(CBAM):
+    def __init__(self, channels, reduction):
+        super().__init__(channels, reduction)
+        self.other = SE(channels, reduction)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.mlp(x.mean((2, 3))) + self.other.gates(x))[:, :, None, None]
+
+
 def _branch(b, x):
     return b.bn2(b.conv2(b.act(b.bn1(b.conv1(x)))))
 
@@ -300,9 +338,12 @@ class SEBlockInputChannels(SEBlock):
 
 
 EXERCISES.update({
-    "ch06.se_module": (SE, [(SENoSigmoid, "sigmoid"), (SEMaxSqueeze, "not the max"), (SEAdds, "do not add"),
-                            (SENoBias, "Both layers have a bias"), (SEGatesOnly, "input rescaled"),
-                            (SE(64, 16), "the class itself")]),
+    "ch06.se_module": (CBAM, [(SE, "that is SE's unit"), (SEMaxSqueeze, "average-pooled squeeze too"),
+                              (CBAMSigmoidEach, "before the sigmoid"), (CBAMSquezesAdded, "on its own"),
+                              (CBAMNoSigmoid, "must pass through a sigmoid"), (CBAMAdds, "do not add"),
+                              (CBAMTwoBottlenecks, "share one bottleneck"),
+                              (SENoBias, "Both layers have a bias"), (SEGatesOnly, "input rescaled"),
+                              (CBAM(64, 16), "the class itself")]),
     "ch06.se_overhead": (74_544, [(73_728, "weights only"), (73_776, "second layer has a bias"),
                                   (74_496, "first layer has a bias"), (36_864, "there are two"),
                                   (1_181_184, "no bottleneck"), (80_000, "too large")]),
