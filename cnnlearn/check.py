@@ -1226,14 +1226,16 @@ def _ch07_shuffle_permutation(fn):
 
     if not callable(fn):
         return False, "pass your function itself (without calling it)."
+    def order(c: int, g: int) -> list[int]:  # where channel_shuffle sends channels 0..c-1
+        return channel_shuffle(torch.arange(c).reshape(1, c, 1, 1), g).flatten().tolist()
+
     for c, g in ((6, 2), (6, 3), (12, 4), (240, 3), (8, 8), (7, 1), (116, 2)):
         got = fn(c, g)
         try:
             perm = [int(i) for i in (got.tolist() if isinstance(got, torch.Tensor) else got)]
         except (TypeError, ValueError):
             return False, f"shuffle_permutation({c}, {g}) returned {type(got).__name__}; return a list of {c} ints."
-        expected = channel_shuffle(torch.arange(c).reshape(1, c, 1, 1), g).flatten().tolist()
-        if perm == expected:
+        if perm == order(c, g):
             continue
         if sorted(perm) != list(range(c)):
             return False, (f"shuffle_permutation({c}, {g}) is not a permutation of 0..{c - 1}: every input "
@@ -1241,7 +1243,7 @@ def _ch07_shuffle_permutation(fn):
         if perm == list(range(c)):
             return False, (f"for {c} channels and {g} groups you return the channels in their old order; "
                            "output channel i comes from group i % groups.")
-        if perm == channel_shuffle(torch.arange(c).reshape(1, c, 1, 1), c // g).flatten().tolist():
+        if perm == order(c, c // g):
             return False, ("that is the inverse shuffle (the shuffle with C/groups groups): output channel i "
                            "takes position i // groups of group i % groups, and group k starts at k * (C/groups).")
         return False, (f"for C={c}, groups={g} the order is wrong: output channel i is position i // groups of "
@@ -1299,10 +1301,15 @@ def _ch07_faster_block(answer):
 
 
 def _ch05_reference_block(cin: int, cout: int, k: int, s: int, seed: int) -> nn.Sequential:
-    # Xception's separable convolution: depthwise, pointwise, nothing between, then BN and ReLU.
+    # Xception's separable convolution (the package's, nothing between its two convolutions),
+    # then BN and ReLU.
+    from collections import OrderedDict
+
+    from .models.inception import SeparableConv
+
     torch.manual_seed(seed)
-    ref = nn.Sequential(nn.Conv2d(cin, cin, k, s, k // 2, groups=cin, bias=False),
-                        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()).eval()
+    ref = nn.Sequential(OrderedDict(separable=SeparableConv(cin, cout, k, s), bn=nn.BatchNorm2d(cout),
+                                    act=nn.ReLU())).eval()
     return randomize_batchnorm(ref, seed, spread=0.2)  # a fresh BN in eval mode is the identity
 
 
@@ -1341,7 +1348,8 @@ def _ch05_separable_block(cls):
                            "nn.BatchNorm2d): nothing stands between the depthwise and the pointwise convolution.")
         ref = _ch05_reference_block(cin, cout, k, s, seed=cin + k)
         with torch.no_grad():
-            for mine, theirs in zip((dw, pw, bns[0]), (ref[0], ref[1], ref[2])):
+            dw_ref, pw_ref = ref.separable.depthwise, ref.separable.pointwise
+            for mine, theirs in zip((dw, pw, bns[0]), (dw_ref, pw_ref, ref.bn)):
                 if mine.weight.shape != theirs.weight.shape:
                     return False, (f"a layer's weight has shape {tuple(mine.weight.shape)}, expected "
                                    f"{tuple(theirs.weight.shape)}.")
@@ -1356,9 +1364,9 @@ def _ch05_separable_block(cls):
                                "depthwise convolution.")
             if torch.allclose(out, expected, atol=1e-5):
                 continue
-            between = ref[3](ref[2](ref[1](F.relu(ref[0](x)))))
-            no_last_relu = ref[2](ref[1](ref[0](x)))
-            relu6 = F.relu6(ref[2](ref[1](ref[0](x))))
+            between = ref.act(ref.bn(pw_ref(F.relu(dw_ref(x)))))
+            no_last_relu = ref.bn(ref.separable(x))
+            relu6 = F.relu6(no_last_relu)
             for wrong, hint in (
                 (between, "no ReLU between the two convolutions: Xception found the block better without an "
                           "intermediate non-linearity (Sec. 4.7, Fig. 10)."),

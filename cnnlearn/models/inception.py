@@ -493,12 +493,14 @@ def load_torchvision_inception_v3(ours: InceptionV3, tv_model: nn.Module) -> Inc
 
 
 class SeparableConv(nn.Sequential):
-    """Depthwise 3x3 (one filter per channel) -> pointwise 1x1, no biases, no BN in between
-    (Chollet found an activation between the two hurts, Fig. 10 of the paper)."""
+    """Depthwise k x k (one filter per channel, "same" padding) -> pointwise 1x1, no biases,
+    no BN in between (Chollet found an activation between the two hurts, Fig. 10 of the
+    paper). Xception uses 3x3 with stride 1."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
         super().__init__(OrderedDict(
-            depthwise=nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+            depthwise=nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding=kernel_size // 2,
+                                groups=in_channels, bias=False),
             pointwise=nn.Conv2d(in_channels, out_channels, 1, bias=False),
         ))
 
