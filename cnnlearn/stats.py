@@ -54,6 +54,7 @@ class Verdict:
 
 
 def _number(value: float, decimals: int, unit: str, sign: bool = False) -> str:
+    value = round(value, decimals) + 0.0  # a difference that rounds to zero reads "+0.0", never "-0.0"
     text = f"{value:+.{decimals}f}" if sign else f"{value:.{decimals}f}"
     # A word unit ("points", "ms") takes a space; a symbol ("%", "x") does not.
     return f"{text} {unit}" if unit[:1].isalpha() else f"{text}{unit}"

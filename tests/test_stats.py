@@ -39,6 +39,12 @@ def test_verdict_paired_uses_the_noise_of_the_difference():
     assert lower.text.startswith("A is lower than B by 0.93%, outside the noise of ±0.")
 
 
+def test_verdict_paired_never_writes_minus_zero():
+    # Differences -0.02, -0.05, +0.01: the mean, -0.02, rounds to zero at one decimal.
+    v = verdict_paired([70.0, 71.0, 72.0], [70.02, 71.05, 71.99])
+    assert not v.significant and "A - B = +0.0 points" in v.text and "-0.0" not in v.text
+
+
 def test_verdict_paired_with_one_seed_claims_nothing():
     v = verdict_paired([75.0], [71.0])
     assert v.difference == 4.0 and v.noise is None and not v.significant
