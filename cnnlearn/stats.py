@@ -85,10 +85,15 @@ def _decide(
     comparatives: Sequence[str], noise_source: str,
 ) -> Verdict:
     a, b = names
+    significant = abs(difference) > noise
+    # A difference just outside the noise must not read as equal to it ("0.5, outside the
+    # noise of ±0.5"): add decimals until the two printed numbers differ.
+    while (significant and decimals < 6 and  # six decimals at most
+           _number(abs(difference), decimals, unit) == _number(noise, decimals, unit)):
+        decimals += 1
     size = _number(abs(difference), decimals, unit)
     noise_text = f"±{_number(noise, decimals, unit)}"
     source = f" ({noise_source})" if noise_source else ""
-    significant = abs(difference) > noise
     if significant:
         word = comparatives[0] if difference > 0 else comparatives[1]
         text = f"{a} is {word} than {b} by {size}, outside the noise of {noise_text}{source}"

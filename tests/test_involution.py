@@ -1,4 +1,4 @@
-"""Involution (Li et al. 2021): unfold against the plain loop, spatial-specific and
+"""Involution (Li et al. 2021): the tap-by-tap operator (forward and backward) against the plain loop, spatial-specific and
 channel-agnostic kernels, RedNet-26/38/50 against the official table."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("channels, kernel_size, stride, size", [(32, 3, 1, 6), (32, 7, 1, 5), (48, 3, 2, 7),
                                                                  (16, 5, 2, 6)])
-def test_unfold_equals_the_plain_loop(channels, kernel_size, stride, size):
+def test_tap_by_tap_equals_the_plain_loop(channels, kernel_size, stride, size):
     torch.manual_seed(0)
     inv = randomize_batchnorm(Involution(channels, kernel_size, stride)).eval()
     x = torch.randn(2, channels, size, size)
@@ -28,6 +28,53 @@ def test_unfold_equals_the_plain_loop(channels, kernel_size, stride, size):
         assert out.shape == (2, channels, (size - 1) // stride + 1, (size - 1) // stride + 1)
         # the comparison can fail: other kernels give another output
         assert (involution_loop(x, kernels.roll(1, 1), kernel_size, stride) - out).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("kernel_size, stride, size", [(3, 1, 5), (5, 2, 6), (3, 2, 7)])
+def test_the_operators_gradients_equal_the_plain_loops(kernel_size, stride, size):
+    torch.manual_seed(0)
+    h_out = (size - 1) // stride + 1
+    x = torch.randn(2, 32, size, size, dtype=torch.float64, requires_grad=True)
+    kernels = torch.randn(2, 2 * kernel_size ** 2, h_out, h_out, dtype=torch.float64, requires_grad=True)
+    # its own backward against finite differences
+    assert torch.autograd.gradcheck(lambda a, k: apply_involution(a, k, kernel_size, stride), (x, kernels))
+    # and against autograd through the loop, in float32 and channels-last as fit runs it
+    grads = []
+    for fn, fmt in ((involution_loop, torch.contiguous_format), (apply_involution, torch.channels_last)):
+        a = x.detach().float().contiguous(memory_format=fmt).requires_grad_()
+        k = kernels.detach().float().contiguous(memory_format=fmt).requires_grad_()
+        out = fn(a, k, kernel_size, stride)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out, a.grad, k.grad))
+    for ours, loop in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, loop, atol=1e-4, rtol=1e-4)
+    assert grads[1][0].is_contiguous(memory_format=torch.channels_last)  # no layout change in between
+
+
+def test_involution_in_bfloat16_autocast_keeps_dtypes_and_sums_in_float32():
+    torch.manual_seed(0)
+    inv = Involution(32, 7, group_channels=16)
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = inv(x)
+        kernels = inv.kernels(x)  # a convolution's output: bfloat16 under autocast
+        assert kernels.dtype == torch.bfloat16
+        assert apply_involution(x.bfloat16(), kernels, 7).dtype == torch.bfloat16
+    assert out.dtype == torch.float32  # float32 x and bfloat16 kernels: the wider of the two, as torch.mul
+    out.sum().backward()
+    assert x.grad.dtype == torch.float32 and inv.span.weight.grad is not None
+    with torch.no_grad():
+        kernels = inv.kernels(x).bfloat16()
+        ours = apply_involution(x.bfloat16(), kernels, 7).float()
+        exact = involution_loop(x.bfloat16().double(), kernels.double(), 7)
+    # one rounding to bfloat16 at the end (about 0.4%), not 49 of them
+    assert ((ours - exact).abs() / exact.abs().clamp_min(1e-2)).median() < 4e-3
+
+
+def test_involution_on_the_meta_device_counts_its_macs():
+    with torch.device("meta"):
+        inv = Involution(64, 7, group_channels=16)
+    assert count_macs(inv, (64, 8, 8)) == 64 * (64 * 16 + 16 * 196 + 64 * 49)
 
 
 def test_kernels_are_spatial_specific_and_channel_agnostic():

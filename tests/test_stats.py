@@ -45,6 +45,12 @@ def test_verdict_paired_never_writes_minus_zero():
     assert not v.significant and "A - B = +0.0 points" in v.text and "-0.0" not in v.text
 
 
+def test_a_difference_just_outside_the_noise_gets_the_decimals_to_show_it():
+    v = verdict(10.53, 10.0, 0.52)
+    assert v.significant and v.text.startswith("A is higher than B by 0.53 points, outside the noise of ±0.52")
+    assert verdict(11.53, 10.0, 0.52).text.startswith("A is higher than B by 1.5 points, outside the noise of ±0.5 ")
+
+
 def test_verdict_paired_with_one_seed_claims_nothing():
     v = verdict_paired([75.0], [71.0])
     assert v.difference == 4.0 and v.noise is None and not v.significant

@@ -11,8 +11,9 @@ convolution reducing the channels by ``r``, BN, ReLU, and a 1x1 convolution to
 share it (16 channels per group in RedNet). The output at ``(i, j)`` is the multiply-add
 of that kernel with the ``K x K`` neighbourhood of ``(i, j)`` (Eq. 4).
 
-:func:`apply_involution` does the multiply-add with ``unfold``; :func:`involution_loop` is
-the plain loop over pixels that serves as the reference (there is no reference library).
+:func:`apply_involution` does the multiply-add tap by tap (a custom operator with its own
+backward, see the comment above it); :func:`involution_loop` is the plain loop over pixels
+that serves as the reference (there is no reference library).
 RedNet (the official code: d-li14/involution, ``cls/mmcls/models/backbones/rednet.py``)
 is ResNet with each bottleneck's 3x3 convolution replaced by a 7x7 involution and the
 stem's middle 3x3 convolution by a 3x3 involution.
@@ -22,7 +23,7 @@ official table's 9.23M, 12.39M and 15.54M (the paper's Table 2 rounds them to 9.
 15.5M). Our ``count_macs`` gives 1.69, 2.17 and 2.65 GMACs at 224x224 against the
 table's 1.73, 2.22 and 2.71 "GFLOPs" (multiply-adds there): about 2.5% fewer. Ours counts
 the convolutions, the linear layer and involution's multiply-add (``C*K*K`` per pixel,
-through ``einsum``), nothing elementwise; the table's counter presumably also counts
+the operator's MAC formula), nothing elementwise; the table's counter presumably also counts
 elementwise layers such as BN, ReLU and pooling (not checked: the official code does not
 say which counter it used).
 """
@@ -34,12 +35,13 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 from .layers import ConvBNAct, check_divisible, check_positive
 from .registry import register_model
 from .resnet import Bottleneck, ResNet, ResNetConfig
 
-__all__ = ["Involution", "apply_involution", "involution_loop", "InvolutionBottleneck", "RedNet",
+__all__ = ["Involution", "apply_involution", "involution_taps", "involution_loop", "InvolutionBottleneck", "RedNet",
            "rednet26", "rednet38", "rednet50", "rednet29_cifar"]
 
 ModuleFactory = Callable[..., nn.Module]
@@ -63,8 +65,106 @@ def _check_kernels(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, str
     return groups, h_out, w_out
 
 
+def _taps(kernel_size: int, stride: int, h_out: int, w_out: int):
+    """For each tap ``t`` of the ``K x K`` kernel: ``t`` and the window of the zero-padded
+    input that the tap reads at every output pixel (a strided view, no copy)."""
+    for t in range(kernel_size * kernel_size):
+        dy, dx = divmod(t, kernel_size)
+        yield t, (..., slice(dy, dy + stride * (h_out - 1) + 1, stride),
+                  slice(dx, dx + stride * (w_out - 1) + 1, stride))
+
+
+def _zeros_like_layout(x: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    # zeros in x's memory format: channels-last in, channels-last out, so no pass converts layouts
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    return torch.empty(shape, dtype=dtype, device=x.device, memory_format=fmt).zero_()
+
+
+def _accumulator(*tensors: torch.Tensor) -> torch.dtype:
+    # sums of K*K products in float32 at least: 49 additions in bfloat16 would lose the small taps
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return torch.promote_types(dtype, torch.float32)
+
+
+# Why a custom operator: written with ``unfold``, the multiply-add copies every neighbourhood
+# (K*K = 49 times the input for RedNet's 7x7), and its backward folds them back; on a 2-core
+# CPU that made a CIFAR RedNet train several times slower per image than a ResNet of the same
+# MACs. As K*K shifted multiply-adds into one accumulator it reads the input in place, and its
+# own backward does the same; being an operator, it also gets a MAC formula for count_macs
+# (FlopCounterMode sees operators, not the Python inside them) and a shape rule for meta tensors.
+def involution_taps(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
+    """The forward pass of :func:`apply_involution`: the sum of Eq. 4 taken tap by tap
+    (no input checks, no autograd of its own; call :func:`apply_involution`)."""
+    b, c, h, w = x.shape
+    kk, (h_out, w_out) = kernel_size * kernel_size, kernels.shape[2:]
+    groups, r = kernels.shape[1] // kk, (kernel_size - 1) // 2
+    xp = F.pad(x, (r, r, r, r)).unflatten(1, (groups, c // groups))  # (B, G, C/G, H+2r, W+2r)
+    k = kernels.unflatten(1, (groups, 1, kk))  # (B, G, 1, K*K, H', W'): one kernel for the group
+    out = _zeros_like_layout(x, (b, c, h_out, w_out), _accumulator(x, kernels))
+    out_groups = out.unflatten(1, (groups, c // groups))  # a view of out: (B, G, C/G, H', W')
+    for t, window in _taps(kernel_size, stride, h_out, w_out):
+        out_groups.addcmul_(xp[window], k[:, :, :, t])  # += tap t's weight * the input shifted by tap t
+    return out.to(torch.promote_types(x.dtype, kernels.dtype))
+
+
+@torch.library.custom_op("cnnlearn::involution", mutates_args=())
+def _involution(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    return involution_taps(x, kernels, kernel_size, stride)
+
+
+@_involution.register_fake
+def _(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:2], *kernels.shape[2:]), dtype=torch.promote_types(x.dtype, kernels.dtype))
+
+
+def _involution_setup(ctx, inputs, output) -> None:
+    x, kernels, ctx.kernel_size, ctx.stride = inputs
+    ctx.save_for_backward(x, kernels)
+
+
+def _involution_backward(ctx, grad: torch.Tensor):
+    # out = sum_t k_t * shift_t(x), so d/dx: shift each k_t * grad back to where tap t read it,
+    # and d/dk_t: the sum over a group's channels of grad * shift_t(x).
+    x, kernels = ctx.saved_tensors
+    kernel_size, stride = ctx.kernel_size, ctx.stride
+    b, c, h, w = x.shape
+    kk, (h_out, w_out) = kernel_size * kernel_size, kernels.shape[2:]
+    groups, r = kernels.shape[1] // kk, (kernel_size - 1) // 2
+    acc = _accumulator(x, kernels, grad)
+    g = grad.unflatten(1, (groups, c // groups))  # (B, G, C/G, H', W')
+    xp = F.pad(x, (r, r, r, r)).unflatten(1, (groups, c // groups))
+    k = kernels.unflatten(1, (groups, 1, kk))
+    grad_xp = _zeros_like_layout(x, (b, c, h + 2 * r, w + 2 * r), acc)
+    grad_xp_groups = grad_xp.unflatten(1, (groups, c // groups))
+    grad_k = torch.empty((b, groups, kk, h_out, w_out), dtype=acc, device=x.device)
+    for t, window in _taps(kernel_size, stride, h_out, w_out):
+        grad_xp_groups[window].addcmul_(g, k[:, :, :, t])
+        grad_k[:, :, t] = (g * xp[window]).sum(2, dtype=acc)
+    grad_x = grad_xp[..., r:r + h, r:r + w]
+    return grad_x.to(x.dtype), grad_k.flatten(1, 2).to(kernels.dtype), None, None
+
+
+_involution.register_autograd(_involution_backward, setup_context=_involution_setup)
+
+
+if torch.ops.cnnlearn.involution not in flop_registry:  # (not again if the module is reloaded)
+    @register_flop_formula(torch.ops.cnnlearn.involution)
+    def _involution_flops(x_shape, kernels_shape, kernel_size, stride, *args, **kwargs) -> int:
+        # one multiply-add per channel, tap and output pixel; FLOPs count it twice, as for a matmul
+        b, c = x_shape[:2]
+        return 2 * b * c * kernel_size * kernel_size * kernels_shape[2] * kernels_shape[3]
+
+
 def apply_involution(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, stride: int = 1) -> torch.Tensor:
-    """The multiply-add of involution, with ``unfold``.
+    """The multiply-add of involution, as ``K*K`` shifted multiply-adds.
+
+    For each tap ``t`` of the ``K x K`` kernel, shift the (zero-padded) input by the tap's
+    offset and add it, multiplied by every pixel's weight for that tap, to the output: the
+    sum of Eq. 4 taken tap by tap instead of pixel by pixel. The channels of a group share
+    their kernel, so one weight map multiplies ``C / G`` channels.
 
     Args:
         x: ``(B, C, H, W)``.
@@ -75,18 +175,11 @@ def apply_involution(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, s
 
     Returns:
         ``(B, C, H', W')``: ``out[b, c, i, j] = sum_t kernels[b, g(c)*K*K + t, i, j] *
-        x[b, c, s*i + dy_t, s*j + dx_t]``, ``g(c) = c // (C / G)``.
+        x[b, c, s*i + dy_t, s*j + dx_t]``, ``g(c) = c // (C / G)``, summed in float32 (or
+        float64 for float64 inputs) and returned in the inputs' dtype.
     """
-    groups, h_out, w_out = _check_kernels(x, kernels, kernel_size, stride)
-    b, c = x.shape[:2]
-    kk = kernel_size * kernel_size
-    # (B, C*K*K, H'*W'): the K x K neighbourhood of each output pixel, channel-major
-    patches = F.unfold(x, kernel_size, padding=(kernel_size - 1) // 2, stride=stride)
-    patches = patches.view(b, groups, c // groups, kk, h_out, w_out)
-    kernels = kernels.view(b, groups, kk, h_out, w_out)
-    # einsum (a batched matmul underneath, so count_macs sees its C*K*K*H'*W' multiply-adds)
-    out = torch.einsum("bgkhw,bgckhw->bgchw", kernels, patches)
-    return out.reshape(b, c, h_out, w_out)
+    _check_kernels(x, kernels, kernel_size, stride)
+    return _involution(x, kernels, kernel_size, stride)
 
 
 # One node for torch.fx (draw_block): its checks read the shapes as Python numbers, which tracing cannot.
