@@ -18,7 +18,7 @@ from .measure import (
 )
 from .models import create_model, list_models, register_model
 from .stats import Verdict, verdict, verdict_paired
-from .train import History, TrainConfig, evaluate, evaluate_ten_crop, fit, predict, recalibrate_bn
+from .train import History, TrainConfig, evaluate, evaluate_ten_crop, fastest_precision, fit, predict, recalibrate_bn
 from .viz import glue, plot_history, show_feature_maps, show_source
 from .diagram import block_graph, draw_block
 

@@ -325,6 +325,24 @@ def test_bf16_refused_without_native_support(monkeypatch):
         fit(tiny_net(), brightness_data(), TrainConfig(epochs=1, precision="bf16"), progress=False)
 
 
+def test_fastest_precision_times_a_copy_and_leaves_the_random_state(monkeypatch):
+    import cnnlearn.train as train
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    choice = train.fastest_precision(model, (3, 8, 8), batch_size=4, steps=1)
+    assert choice in (("bf16", "fp32") if cpu_has_native_bf16() else ("auto",))
+    assert torch.equal(torch.get_rng_state(), rng)  # a seeded run after it is unchanged
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert model.training and next(model.parameters()).is_contiguous()
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    assert train.fastest_precision(model, (3, 8, 8), batch_size=4) == "auto"  # nothing to choose
+    with pytest.raises(ValueError, match="batch_size"):
+        train.fastest_precision(model, (3, 8, 8), batch_size=0)
+
+
 def _conv_input_dtypes(model, run):
     seen = set()
     handle = model[0].register_forward_hook(lambda m, i, o: seen.add(o.dtype))
