@@ -37,6 +37,7 @@ from . import _validate as V
 from ._io import architecture, data_record, restore_run, save_run
 from .budget import get_device
 from .data import Data, DeviceLoader
+from .measure import _one_input_size  # the input-shape check of count_macs and latency
 from .models.layers import AuxOutputs
 from .regularize import MIXINGS, BatchMixer, MixedLabels, distillation_loss
 from .segmentation import IGNORE_INDEX, confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
@@ -148,6 +149,7 @@ def fastest_precision(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32
     """
     V.module("model", model)
     V.positive_int("batch_size", batch_size), V.positive_int("steps", steps)
+    input_size = _one_input_size(input_size)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     if device.type != "cpu" or not cpu_has_native_bf16():

@@ -341,6 +341,8 @@ def test_fastest_precision_times_a_copy_and_leaves_the_random_state(monkeypatch)
     assert train.fastest_precision(model, (3, 8, 8), batch_size=4) == "auto"  # nothing to choose
     with pytest.raises(ValueError, match="batch_size"):
         train.fastest_precision(model, (3, 8, 8), batch_size=0)
+    with pytest.raises(ValueError, match="input_size must be a tuple of positive ints"):
+        train.fastest_precision(model, (3, 0, 8))
 
 
 def _conv_input_dtypes(model, run):
