@@ -225,7 +225,9 @@ def loader_record(loader: Any) -> dict:
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
         return {"images": len(labels), "checksum": _checksum(images, labels), "batch_size": loader.batch_size,
                 "seed": loader.seed, "augment": bool(loader.augment), "pad": getattr(loader, "pad", None),
-                "flip": getattr(loader, "flip", None)}
+                "flip": getattr(loader, "flip", None),
+                # only when on, so that checkpoints written before the option existed still match
+                **({"alternate_flip": True} if getattr(loader, "alternate_flip", False) else {})}
     record: dict[str, Any] = {"type": type(loader).__name__}
     if hasattr(loader, "__len__"):
         record["batches"] = len(loader)

@@ -539,3 +539,30 @@ def test_a_changed_source_file_rebuilds_the_cache_and_prunes_the_old_one(data_en
     assert torch.equal(after.images[a], before.images[b])  # decoded again, not read from the old cache
     (new_cache,) = _cache_files(tmp_path)                   # the outdated file is gone
     assert new_cache != old_cache
+
+
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch():
+    loader = _loader(n=40, batch_size=12, shuffle=True, augment=True, pad=0, seed=3, alternate_flip=True)
+    plain = loader.normalize(loader.images)
+
+    def mirrored():  # per image (by its label): was it flipped this epoch?
+        flags = torch.zeros(40, dtype=torch.bool)
+        for x, y in loader:
+            for xi, i in zip(x, y.tolist()):
+                assert torch.equal(xi, plain[i]) or torch.equal(xi, plain[i].flip(-1))
+                flags[i] = torch.equal(xi, plain[i].flip(-1))
+        return flags
+
+    e0, e1, e2 = mirrored(), mirrored(), mirrored()
+    assert 0 < e0.sum() < 40  # a seeded half, not all or none
+    assert torch.equal(e1, ~e0) and torch.equal(e2, e0)  # every image both ways round in two epochs
+    other = _loader(n=40, batch_size=12, shuffle=True, augment=True, pad=0, seed=4, alternate_flip=True)
+    loader = other
+    assert not torch.equal(mirrored(), e0)  # the coins depend on the seed
+    # A resumed run (the epoch set) sees the same flips.
+    replay = _loader(n=40, batch_size=12, shuffle=True, augment=True, pad=0, seed=3, alternate_flip=True)
+    replay.epoch = 1
+    loader = replay
+    assert torch.equal(mirrored(), e1)
+    with pytest.raises(ValueError, match="alternate_flip"):
+        _loader(alternate_flip="yes")

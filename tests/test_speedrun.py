@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import cnnlearn
 from cnnlearn.data import Data, DeviceLoader
 from cnnlearn.models.speedrun import SpeedrunConfig, SpeedrunNet, whitening_filters
-from cnnlearn.speedrun import speedrun, speedrun_config, time_to
+from cnnlearn.speedrun import speedrun, speedrun_batch_size, speedrun_config, time_to
 from cnnlearn.train import Lookahead, TrainConfig, _make_optimizer, evaluate, lr_multiplier
 
 
@@ -42,8 +42,11 @@ def test_speedrun_net_anatomy_and_frozen_parameters():
     assert out.shape == (4, 10)
     out.sum().backward()
     assert model.stem.whiten.weight.grad is None  # fixed by the data, never trained
+    assert model.stem.whiten.bias is None  # and no bias: nothing in the first layer learns
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert "stem.whiten.weight" in frozen
+    # So no gradient is computed through the first layer: its output needs none.
+    assert not model.stem(x).requires_grad
     assert all(n.endswith("weight") and ".bn" in n for n in frozen - {"stem.whiten.weight"})  # BN scales
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     # airbench94's widths: about 1.97 M parameters (Jordan, 2024)
@@ -52,6 +55,11 @@ def test_speedrun_net_anatomy_and_frozen_parameters():
         SpeedrunConfig(widths=(32, 64))
     with pytest.raises(ValueError, match="bn_momentum"):
         SpeedrunConfig(bn_momentum=0.0)
+    with pytest.raises(ValueError, match="unknown activation 'swish'; choose one of gelu, relu"):
+        SpeedrunConfig(activation="swish")
+    relu = SpeedrunNet(SpeedrunConfig(widths=(8, 8, 8), activation="relu"))
+    assert sum(isinstance(m, torch.nn.ReLU) for m in relu.modules()) == 7  # the stem's and two per stage
+    assert not any(isinstance(m, torch.nn.GELU) for m in relu.modules())
     with pytest.raises(ValueError, match="expects images of shape"):
         model(torch.randn(2, 1, 32, 32))
 
@@ -139,17 +147,30 @@ def test_speedrun_trains_and_times_every_epoch():
 
 
 def test_speedrun_config_is_the_recipe():
-    cfg = speedrun_config(10)
+    cfg = speedrun_config(10, batch_size=1024, device="cpu")
     assert (cfg.schedule, cfg.label_smoothing, cfg.norm_lr_scale, cfg.lookahead) == ("linear", 0.2, 64.0, True)
-    assert cfg.warmup_epochs == pytest.approx(2.3) and cfg.tta_final_only and cfg.tta_translate == 1
+    assert cfg.warmup_epochs == pytest.approx(2.3) and cfg.tta_final_only and cfg.tta_flip
     assert math.isclose(cfg.lr * cfg.weight_decay, 0.002) and cfg.eval_every == 10  # evaluated once
+    assert cfg.lr == 1.5 and cfg.tta_translate == 0  # no shifted copies on a CPU
     assert speedrun_config(10, lookahead=False).lookahead is False
+    # The linear scaling rule: half the batch, half the rate; the decay per epoch is unchanged.
+    half = speedrun_config(10, batch_size=512, device="cpu")
+    assert half.lr == 0.75 and half.weight_decay == cfg.weight_decay
+    assert speedrun_batch_size("cpu") == 512 and speedrun_config(10, device="cpu").lr == 0.75
+    with pytest.raises(ValueError, match="batch_size"):
+        speedrun_config(10, batch_size=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_speedrun_config_on_a_gpu_is_airbench():
+    cfg = speedrun_config(10, device="cuda")
+    assert speedrun_batch_size("cuda") == 1024 and cfg.lr == 1.5 and cfg.tta_translate == 1
 
 
 def test_speedrun_sets_the_recipe_augmentation_and_checks_data():
     data = _cifar_like()
     data.train.pad = 4
     speedrun(1, data=data, progress=False, config=speedrun_config(1, lr=0.2))
-    assert data.train.pad == 2
+    assert data.train.pad == 2 and data.train.alternate_flip
     with pytest.raises(ValueError, match="data must come from cnnlearn.load_data"):
         speedrun(1, data={"train": None}, progress=False)
