@@ -62,7 +62,10 @@ SPEEDRUN_BATCH_SIZE = 1024  # airbench's; the recipe's learning rate is stated f
 
 def speedrun_batch_size(device: str | torch.device | None = None) -> int:
     """The recipe's batch size on ``device`` (default :func:`cnnlearn.get_device`):
-    airbench's 1024 on a GPU, 512 elsewhere (see the module's notes)."""
+    airbench's 1024 on a GPU, 512 elsewhere (see the module's notes). Sized for the
+    CPU's ``speedrun_cifar_small``; ``make speedrun`` trains the wide ``speedrun_cifar`` at
+    airbench's 1024, where it reached 90% on our 2-core CPU (at 512 its epochs were slower,
+    though the machine's speed also varied between those runs)."""
     return SPEEDRUN_BATCH_SIZE if get_device(device).type == "cuda" else SPEEDRUN_BATCH_SIZE // 2
 
 
