@@ -142,6 +142,7 @@ def speedrun(
     epochs: int = 10, *, model: str | None = None, config: TrainConfig | None = None,
     data: Data | None = None, batch_size: int | None = None, seed: int = 0,
     progress: bool = True, callback: Callable[[int, History], None] | None = None,
+    teacher: torch.nn.Module | None = None, model_kwargs: dict | None = None,
 ) -> SpeedrunResult:
     """Train a network on CIFAR-10 with the speedrun recipe and time it from the start.
 
@@ -159,6 +160,10 @@ def speedrun(
         seed: seeds the data order, the augmentation and the network's initialisation.
         progress: show a progress bar.
         callback: passed on to :func:`cnnlearn.fit`.
+        teacher: passed on to :func:`cnnlearn.fit`, for a ``config`` that distils
+            (``distill_weight > 0``).
+        model_kwargs: passed on to :func:`cnnlearn.create_model` (e.g.
+            ``zero_init_residual=True`` for a ResNet).
 
     Returns:
         A :class:`SpeedrunResult`.
@@ -177,7 +182,7 @@ def speedrun(
     cfg = config if config is not None else speedrun_config(epochs, batch_size=data.train.batch_size,
                                                             device=data.train.device, seed=seed)
     torch.manual_seed(seed)
-    net = create_model(model, num_classes=len(data.classes))
+    net = create_model(model, num_classes=len(data.classes), **(model_kwargs or {}))
     if hasattr(net, "init_whitening"):
         net.to(data.train.device)
         g = torch.Generator().manual_seed(seed)
@@ -191,5 +196,5 @@ def speedrun(
         if callback is not None:
             callback(epoch, history)
 
-    history = fit(net, data, cfg, progress=progress, callback=record)
+    history = fit(net, data, cfg, progress=progress, callback=record, teacher=teacher)
     return SpeedrunResult(history, wall, load_seconds, model, dataclasses.replace(cfg), net)

@@ -167,10 +167,28 @@ def test_speedrun_config_on_a_gpu_is_airbench():
     assert speedrun_batch_size("cuda") == 1024 and cfg.lr == 1.5 and cfg.tta_translate == 1
 
 
-def test_speedrun_sets_the_recipe_augmentation_and_checks_data():
+def test_speedrun_sets_the_recipe_augmentation_and_checks_data(monkeypatch):
     data = _cifar_like()
     data.train.pad = 4
     speedrun(1, data=data, progress=False, config=speedrun_config(1, lr=0.2))
     assert data.train.pad == 2 and data.train.alternate_flip
+    # A teacher and model arguments reach create_model and fit.
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_fit(net, data, config, *, teacher=None, **kwargs):
+        seen.update(net=net, teacher=teacher)
+        raise Stop
+
+    monkeypatch.setattr("cnnlearn.speedrun.fit", fake_fit)
+    teacher = nn.Linear(1, 1)
+    with pytest.raises(Stop):
+        speedrun(1, model="resnet20", data=data, progress=False, teacher=teacher,
+                 model_kwargs=dict(zero_init_residual=True))
+    assert seen["teacher"] is teacher
+    last_bns = [m.bn2 for m in seen["net"].modules() if hasattr(m, "bn2")]
+    assert last_bns and all(float(bn.weight.abs().sum()) == 0 for bn in last_bns)
     with pytest.raises(ValueError, match="data must come from cnnlearn.load_data"):
         speedrun(1, data={"train": None}, progress=False)
