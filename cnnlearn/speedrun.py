@@ -168,6 +168,9 @@ def speedrun(
     Returns:
         A :class:`SpeedrunResult`.
     """
+    if model_kwargs is not None:
+        V.instance("model_kwargs", model_kwargs, dict, "pass the network's arguments as a dict, e.g. "
+                   "model_kwargs=dict(zero_init_residual=True)")
     start = time.perf_counter()
     if data is None:
         data = load_data("cifar10", batch_size=batch_size or speedrun_batch_size(), seed=seed)

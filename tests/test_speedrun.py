@@ -188,6 +188,8 @@ def test_speedrun_sets_the_recipe_augmentation_and_checks_data(monkeypatch):
         speedrun(1, model="resnet20", data=data, progress=False, teacher=teacher,
                  model_kwargs=dict(zero_init_residual=True))
     assert seen["teacher"] is teacher
+    with pytest.raises(TypeError, match="model_kwargs"):
+        speedrun(1, model="resnet20", data=data, progress=False, model_kwargs=["zero_init_residual"])
     last_bns = [m.bn2 for m in seen["net"].modules() if hasattr(m, "bn2")]
     assert last_bns and all(float(bn.weight.abs().sum()) == 0 for bn in last_bns)
     with pytest.raises(ValueError, match="data must come from cnnlearn.load_data"):
